@@ -1,0 +1,100 @@
+"""YAML loading into strict pydantic schemas, with errors that name the file, the line and the key.
+
+Schemas live next to the code that uses them (data/schema.py, train/schema.py, eval/schema.py,
+pipeline.py); they all derive from `Strict`, so an unknown or misspelled key is always an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rualign.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base for every config schema: unknown keys are errors, defaults live here, not at call sites."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """Follow a pydantic error location through the YAML node tree to the deepest existing node."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if getattr(k, "value", None) == key), None)
+                return key_node or node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if kind == "missing":
+        return f"missing required key '{loc}'"
+    return f"'{loc}': {error['msg']}"
+
+
+def parse_yaml_text(text: str, path: str | Path) -> tuple[Any, yaml.Node | None]:
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path, line=line) from exc
+    return data, node
+
+
+def validate(model: type[M], data: Any, path: str | Path, node: yaml.Node | None = None) -> M:
+    """Validate `data` into `model`; the first errors are reported with their YAML line."""
+    if data is None:
+        raise ConfigError("the file is empty", path=path, expected=f"a YAML mapping for {model.__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level is a {type(data).__name__}", path=path, expected="a YAML mapping")
+    try:
+        return model.model_validate(data, context={"path": Path(path)})
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        found = _node_at(node, tuple(first["loc"])) if node is not None else None
+        line = found.start_mark.line + 1 if found is not None else None
+        message = _describe(first)
+        if len(errors) > 1:
+            message += "; also: " + "; ".join(_describe(e) for e in errors[1:4])
+        raise ConfigError(message, path=path, line=line) from exc
+
+
+def load_yaml(path: str | Path, model: type[M]) -> M:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", path=path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=path, expected="a UTF-8 YAML file") from exc
+    data, node = parse_yaml_text(text, path)
+    return validate(model, data, path, node)
+
+
+def resolve_relative(value: str, base: Path | None) -> str:
+    """Resolve a path written in a YAML file: as given (relative to the working folder) when it exists,
+    else relative to the YAML file's folder when that exists; schemes (hf:, bundled:) pass through."""
+    if base is None or ":" in value.split("/")[0] or Path(value).is_absolute() or Path(value).exists():
+        return value
+    candidate = Path(base).parent / value
+    return str(candidate) if candidate.exists() else value

@@ -1,0 +1,213 @@
+"""Run directories: atomic writes, content hashes, manifests and the finished-stage cache.
+
+Every stage writes into its own folder; `manifest.json` is written last, so a folder without a manifest
+(or with a manifest whose hash differs) is never trusted by a later stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from rualign.errors import RualignError
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("rualign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "httpx")
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able object that does not depend on key order or process."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
+
+
+def file_hash(path: str | Path, length: int = 16) -> str:
+    """Content hash of a file, or of every file under a folder (names and bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def _disk_error(path: Path, exc: OSError) -> RualignError:
+    if exc.errno == errno.ENOSPC:
+        return RualignError("no space left on device while writing; nothing was replaced", path=path,
+                            hint="free some disk space and rerun: finished work is reused")
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return RualignError("cannot write here (read-only or permission denied)", path=path,
+                            hint="choose a writable --out folder")
+    return RualignError(f"cannot write: {exc.strerror}", path=path)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_error(path, exc) from exc
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _disk_error(path, exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
+    count = 0
+    with atomic_open(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            count += 1
+    return count
+
+
+class JsonlAppender:
+    """Append-only JSONL for resumable work: one fsynced line per finished item.
+
+    On open, a torn last line (from a kill mid-write) is cut off, so readers only see whole records.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_torn_tail(self.path)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def append(self, row: Any) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file written by rualign; a malformed line is an error naming file and line."""
+    rows = []
+    path = Path(path)
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=number,
+                                   expected="one JSON object per line") from exc
+    return rows
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(folder: str | Path, *, stage: str, config_hash: str, **fields: Any) -> dict:
+    """Write the manifest last: its presence with a matching hash marks the stage finished."""
+    manifest = {
+        "stage": stage,
+        "config_hash": config_hash,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": package_versions(),
+        **fields,
+    }
+    write_json(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # an unreadable manifest means "not finished", never a trusted output
+
+
+def is_finished(folder: str | Path, config_hash: str) -> bool:
+    manifest = read_manifest(folder)
+    return manifest is not None and manifest.get("config_hash") == config_hash
+
+
+def rualign_home() -> Path:
+    return Path(os.environ.get("RUALIGN_HOME", Path.home() / ".cache" / "rualign"))
