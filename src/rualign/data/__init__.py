@@ -1,0 +1,1 @@
+"""Data recipes: sources, filters, sampling, mixing, splits."""
