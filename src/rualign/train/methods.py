@@ -1,0 +1,96 @@
+"""THE one table mapping a training method to TRL: data kind(s), TRL config + trainer, dataset builder,
+method-specific keys. Adding a method = one `MethodSpec` row here + its builder + a test (DESIGN rule 1).
+
+Classes and builders are named as "module:attribute" strings and imported only when a stage runs, so
+reading or validating a config never imports torch/trl, and a row can point at a module written later.
+
+Row contract (what `train/run.py` calls):
+- `params`: a `Strict` pydantic model of the method-specific stage keys, with their defaults. The stage
+  YAML writes them at the stage's top level (`beta: 0.1`); an unknown key is an error listing these fields.
+- `build_dataset(rows, ctx) -> datasets.Dataset`: rows are canonical records (docs/formats.md) whose
+  `kind` is in `data_kinds`; the result is what the TRL trainer expects (tokenized or not).
+- `config_kwargs(params, ctx) -> dict`: extra kwargs for the TRL config class (default: the params as-is).
+  Common keys (lr, batch_size, max_length, precision, save_steps, ...) are set by run.py, not here.
+- `trainer_kwargs(ctx) -> dict`: extra kwargs for the trainer (e.g. ref_model, reward_model); default none.
+  run.py always passes model, args, train_dataset, eval_dataset, processing_class and callbacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from rualign.config import Strict
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    data_kinds: tuple[str, ...]          # accepted `kind` of the stage's data folder (manifest.json["kind"])
+    params: type[Strict]                 # method-specific keys and defaults
+    trl_config: str                      # "trl:SFTConfig"
+    trl_trainer: str                     # "trl:SFTTrainer"
+    build_dataset: str                   # "module:function" (rows, ctx) -> datasets.Dataset
+    config_kwargs: str | None = None     # "module:function" (params, ctx) -> dict for the TRL config
+    trainer_kwargs: str | None = None    # "module:function" (ctx) -> dict of extra trainer kwargs
+    description: str = ""
+
+    def config_class(self):
+        return resolve(self.trl_config)
+
+    def trainer_class(self):
+        return resolve(self.trl_trainer)
+
+
+@dataclass
+class StageContext:
+    """What a dataset builder or a kwargs hook may need while one stage is being set up."""
+
+    config: Any                          # schema.TrainConfig
+    stage: Any                           # schema.StageConfig
+    tokenizer: Any
+    model: Any                           # the model being trained (a PeftModel for LoRA)
+    start_model: str                     # folder the stage starts from (base model or the parent's merged/)
+    out_root: Path                       # the `--out` folder; stage outputs are out_root / stage name
+    precision: str                       # "bf16" or "fp32"
+    info: dict = field(default_factory=dict)  # builders record counts here (rows dropped, ...) for the manifest
+    log: Callable[[str], None] = print
+
+    def stage_output(self, name: str) -> Path:
+        return self.out_root / name
+
+
+def resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---- method-specific keys -------------------------------------------------------------------------------
+
+class SFTParams(Strict):
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+
+
+# ---- the table --------------------------------------------------------------------------------------------
+
+METHODS: dict[str, MethodSpec] = {
+    "sft": MethodSpec(
+        name="sft", data_kinds=("chat",), params=SFTParams,
+        trl_config="trl:SFTConfig", trl_trainer="trl:SFTTrainer",
+        build_dataset="rualign.train.masks:build_sft_dataset",
+        config_kwargs="rualign.train.masks:sft_config_kwargs",
+        description="supervised fine-tuning, loss on assistant turns only"),
+    # Preference rows (dpo, simpo, kto, orpo, rm, rlhf) are added below by train/preference.py's author.
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    from rualign.errors import ConfigError
+
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'", expected=f"one of {', '.join(METHODS)}")
+    return METHODS[name]
