@@ -16,8 +16,11 @@ from rualign import __version__
 from rualign.errors import RualignError
 
 COMMAND_MODULES = [
+    "rualign.report.report_cli",
     "rualign.commands.models_cmd",
     "rualign.data.cli",
+    "rualign.eval.gen_cli",
+    "rualign.eval.judge_cli",
 ]
 
 DESCRIPTION = """\

@@ -1,0 +1,124 @@
+// rualign report: the answer browser. Model and judge text is untrusted: it is only ever put into the
+// page with textContent (never innerHTML), so markup in an answer shows as literal text.
+"use strict";
+(function () {
+  const PAGE = 100;
+  const data = JSON.parse(document.getElementById("report-data").textContent);
+  const S = (i) => (i === null || i === undefined ? null : data.strings[i]);
+  const items = data.items;
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  };
+  const fmt = (x, d) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
+  const controls = {
+    run: document.getElementById("filter-run"),
+    category: document.getElementById("filter-category"),
+    outcome: document.getElementById("filter-outcome"),
+    search: document.getElementById("search"),
+  };
+  const list = document.getElementById("items");
+  const count = document.getElementById("visible-count");
+  const more = document.getElementById("more");
+  let shown = PAGE;
+
+  function addOptions(select, values) {
+    for (const v of values) {
+      const opt = el("option", null, v);
+      opt.value = v;
+      select.appendChild(opt);
+    }
+  }
+  addOptions(controls.run, data.runs);
+  addOptions(controls.category, data.categories);
+  addOptions(controls.outcome, data.outcomes);
+
+  function haystack(item) {
+    if (item._hay === undefined) {
+      item._hay = [item.id, item.category || "", S(item.prompt), S(item.answer), S(item.reference) || ""]
+        .join("\n").toLowerCase();
+    }
+    return item._hay;
+  }
+
+  function verdictNode(v) {
+    const box = el("div", "verdict");
+    const parts = [v.order.replace("_", " ") + ":", "preference for model " + fmt(v.preference, 3)];
+    if (v.verdict) parts.push("verdict " + v.verdict);
+    if (v.probs) parts.push("probs A " + fmt(v.probs.A, 2) + " · B " + fmt(v.probs.B, 2) + " · tie " + fmt(v.probs.tie, 2));
+    if (v.mode) parts.push("mode " + v.mode);
+    if (v.cached) parts.push("cached");
+    box.appendChild(el("span", null, parts.join(" · ")));
+    if (v.error) box.appendChild(el("div", "error", "error: " + v.error));
+    const raw = S(v.raw);
+    if (raw) {
+      const det = el("details");
+      det.appendChild(el("summary", null, "raw judge output"));
+      det.appendChild(el("pre", null, raw));
+      box.appendChild(det);
+    }
+    return box;
+  }
+
+  function card(item) {
+    const node = el("article", "item outcome-" + item.outcome.replace(" ", "-"));
+    node.dataset.run = data.runs[item.run];
+    node.dataset.outcome = item.outcome;
+    const head = el("div", "item-head");
+    head.appendChild(el("span", "run", data.runs[item.run]));
+    head.appendChild(el("span", "pid", "id " + item.id));
+    head.appendChild(el("span", "cat muted", "category: " + (item.category || "—")));
+    head.appendChild(el("span", "badge " + item.outcome.replace(" ", "-"), item.outcome));
+    if (item.value !== null) head.appendChild(el("span", "value muted", "value " + fmt(item.value, 3)));
+    node.appendChild(head);
+    const prompt = el("div", "prompt");
+    prompt.appendChild(el("div", "text prompt-text", S(item.prompt)));
+    node.appendChild(prompt);
+    const pair = el("div", "pair");
+    const model = el("div", "side model");
+    const finish = item.finish && item.finish !== "stop" ? " · finish: " + item.finish : "";
+    model.appendChild(el("h4", null, "Model answer · " + fmt(item.mt, 0) + " tokens" + finish));
+    model.appendChild(el("div", "text answer-text", S(item.answer)));
+    const ref = el("div", "side reference");
+    ref.appendChild(el("h4", null, "Reference answer · " + fmt(item.rt, 0) + " tokens"));
+    const refText = S(item.reference);
+    ref.appendChild(el("div", "text reference-text" + (refText === null ? " muted" : ""),
+      refText === null ? "(reference answer not available)" : refText));
+    pair.appendChild(model);
+    pair.appendChild(ref);
+    node.appendChild(pair);
+    const verdicts = el("div", "verdicts");
+    if (item.failure) verdicts.appendChild(el("div", "error", "failure: " + item.failure));
+    for (const v of item.verdicts) verdicts.appendChild(verdictNode(v));
+    node.appendChild(verdicts);
+    return node;
+  }
+
+  function matches() {
+    const run = controls.run.value, cat = controls.category.value, out = controls.outcome.value;
+    const q = controls.search.value.trim().toLowerCase();
+    return items.filter((it) => (run === "" || data.runs[it.run] === run)
+      && (cat === "" || (it.category || "—") === cat)
+      && (out === "" || it.outcome === out)
+      && (q === "" || haystack(it).includes(q)));
+  }
+
+  function render() {
+    const found = matches();
+    list.replaceChildren(...found.slice(0, shown).map(card));
+    const visible = Math.min(shown, found.length);
+    count.textContent = String(visible);
+    document.getElementById("match-count").textContent = String(found.length);
+    document.getElementById("total-count").textContent = String(items.length);
+    more.hidden = found.length <= shown;
+  }
+
+  for (const key of ["run", "category", "outcome"]) {
+    controls[key].addEventListener("change", () => { shown = PAGE; render(); });
+  }
+  controls.search.addEventListener("input", () => { shown = PAGE; render(); });
+  more.addEventListener("click", () => { shown += PAGE; render(); });
+  render();
+})();

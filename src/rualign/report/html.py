@@ -1,0 +1,192 @@
+"""report.html: one self-contained page (inline CSS/JS, plots as data URIs) with the results table, the
+plots and a side-by-side answer browser.
+
+Safety: server-rendered text goes through html.escape; the answer data is embedded as JSON in a
+<script type="application/json"> block with every "<", ">" and "&" escaped as \\u003c etc. (so no model
+text can close the block), and the browser script renders it with textContent only. A per-build CSP nonce
+means only our own script may run, even if something slipped through.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from html import escape
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rualign.report.tables import DISPLAY_HEADERS, NOT_JUDGED, display_cells
+
+if TYPE_CHECKING:
+    from rualign.report.build import Run
+
+OUTCOMES = ["win", "tie", "loss", "failure", NOT_JUDGED]
+_NUMERIC = {"mean tokens", "median tokens", "gap to target", "LC score", "n", "failures"}
+_PLOT_CAPTIONS = {
+    "score_vs_length": "Score (95% CI) against mean answer length; dashed line: the length target.",
+    "length_histograms": "Answer lengths per run (bars) against the reference answers (outline).",
+    "forest": "Runs sorted by score with 95% bootstrap CIs; dashed line: parity with the reference (50).",
+}
+
+
+def _asset(name: str) -> str:
+    return resources.files("rualign.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def script_json(obj: object) -> str:
+    """JSON safe inside <script>: no '<', '>' or '&' survives, so '</script>' cannot appear."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                       ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, code)
+    return text
+
+
+class _Strings:
+    """Interns texts: a prompt or reference shared by several runs is embedded once."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, text: str | None) -> int | None:
+        if text is None:
+            return None
+        if text not in self._index:
+            self._index[text] = len(self.values)
+            self.values.append(text)
+        return self._index[text]
+
+
+def prompt_text(messages: object) -> str:
+    """The prompt as people read it: the lone user turn, else 'role: content' turns."""
+    if isinstance(messages, str):
+        return messages
+    if not isinstance(messages, list):
+        return ""
+    turns = [m for m in messages if isinstance(m, dict)]
+    if len(turns) == 1:
+        return str(turns[0].get("content", ""))
+    return "\n\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in turns)
+
+
+def _outcome(run: "Run", pid: str, per_prompt: dict[str, dict], failures: dict) -> tuple[str, float | None, str | None]:
+    from rualign.eval.stats import TIE_EPS, outcome
+
+    if run.score is None:
+        return NOT_JUDGED, None, None
+    entry = per_prompt.get(pid)
+    if entry is None or entry.get("value") is None:
+        reasons = failures.get("reasons")
+        reason = reasons.get(pid) if isinstance(reasons, dict) else None
+        return "failure", None, str(reason or "no score for this prompt in score.json")
+    value = float(entry["value"])
+    return outcome(value, float(run.score.get("tie_eps", TIE_EPS))), value, None
+
+
+def _verdicts(rows: list[dict], strings: _Strings) -> list[dict]:
+    return [{"order": str(r.get("order", "?")), "mode": r.get("mode"), "preference": r.get("preference"),
+             "verdict": r.get("verdict"), "probs": r.get("probs"), "error": r.get("error"),
+             "cached": bool(r.get("cached")), "raw": strings.add(r.get("raw") or None)} for r in rows]
+
+
+def browser_data(runs: list["Run"]) -> dict:
+    """The answer browser's data: one item per prompt per run."""
+    strings, items, categories = _Strings(), [], set()
+    for index, run in enumerate(runs):
+        score = run.score or {}
+        per_prompt = {str(e.get("id")): e for e in score.get("per_prompt") or []}
+        failures = score.get("failures") or {}
+        for answer in run.answers:
+            pid = str(answer["id"])
+            outcome, value, failure = _outcome(run, pid, per_prompt, failures)
+            reference = run.references.get(pid)
+            ref_tokens = reference.get("answer_tokens") if reference else per_prompt.get(pid, {}).get("reference_tokens")
+            category = answer.get("category") or (per_prompt.get(pid) or {}).get("category")
+            categories.add(category or "—")
+            items.append({"run": index, "id": pid, "category": category, "prompt": strings.add(prompt_text(answer.get("prompt"))),
+                          "answer": strings.add(str(answer.get("answer", ""))),
+                          "reference": strings.add(str(reference["answer"])) if reference else None,
+                          "mt": answer.get("answer_tokens"), "rt": ref_tokens, "finish": answer.get("finish_reason"),
+                          "outcome": outcome, "value": value, "failure": failure,
+                          "verdicts": _verdicts(run.judgments.get(pid, []), strings)})
+    return {"runs": [run.name for run in runs], "categories": sorted(categories), "outcomes": OUTCOMES,
+            "strings": strings.values, "items": items}
+
+
+def _results_table(rows: list[dict]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in DISPLAY_HEADERS)
+    body = []
+    for row in rows:
+        cells = []
+        for header, cell in zip(DISPLAY_HEADERS, display_cells(row)):
+            cls = ' class="num"' if header in _NUMERIC else ""
+            title = f' title="{escape(row["lc_warning"])}"' if header == "LC score" and row.get("lc_warning") else ""
+            cells.append(f"<td{cls}{title}>{escape(cell)}</td>")
+        cls = ' class="not-judged"' if row["status"] == NOT_JUDGED else ""
+        body.append(f'<tr{cls} data-run="{escape(row["name"])}">{"".join(cells)}</tr>')
+    return f'<table id="results-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _diagnostics_table(rows: list[dict]) -> str:
+    headers = ["run", "wins", "ties", "losses", "tie rate", "order-flip rate", "p90 tokens", "prompts", "judge"]
+    body = []
+    for row in rows:
+        values = [row["name"], row["wins"], row["ties"], row["losses"], row["tie_rate"], row["order_flip_rate"],
+                  row["p90_tokens"], row["n_prompts"], row["judge"]]
+        body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _plots(plots: dict[str, Path]) -> str:
+    figures = []
+    for name, path in plots.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        caption = _PLOT_CAPTIONS.get(name, name)
+        figures.append(f'<figure id="plot-{escape(name)}"><img alt="{escape(caption)}" '
+                       f'src="data:image/png;base64,{data}"><figcaption>{escape(caption)}</figcaption></figure>')
+    return '<div class="plots">' + "".join(figures) + "</div>" if figures else '<p class="muted">No plots: no data.</p>'
+
+
+_CONTROLS = """<div class="controls">
+<label>run <select id="filter-run"><option value="">all runs</option></select></label>
+<label>category <select id="filter-category"><option value="">all categories</option></select></label>
+<label>outcome <select id="filter-outcome"><option value="">all outcomes</option></select></label>
+<label>search <input id="search" type="search" placeholder="text in prompt, answer or reference"></label>
+<span><span id="visible-count">0</span> shown · <span id="match-count">0</span> match ·
+<span id="total-count">0</span> answers in total</span>
+</div>"""
+
+
+def render_report(runs: list["Run"], rows: list[dict], plots: dict[str, Path], notes: list[str], target: int) -> str:
+    nonce = secrets.token_urlsafe(16)
+    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+           "base-uri 'none'; form-action 'none'")
+    notes_html = ("<ul class=\"notes\">" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
+    generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{escape(csp)}">
+<link rel="icon" href="data:,">
+<title>rualign report</title>
+<style>{_asset("report.css")}</style></head>
+<body>
+<h1>rualign report</h1>
+<p class="meta">Generated {escape(generated)} · {len(runs)} runs · target mean answer length {target} tokens ·
+score = judge preference for the model answer over the reference, 0–100 (reference vs itself = 50), 95% bootstrap CI
+over prompts; failures are left out of the score, never counted as losses.</p>
+<nav><a href="#results">Results</a><a href="#plots">Plots</a><a href="#answers">Answers</a></nav>
+<section id="results"><h2>Results</h2>{_results_table(rows)}{notes_html}
+<h3>Judge diagnostics</h3>{_diagnostics_table(rows)}</section>
+<section id="plots"><h2>Plots</h2>{_plots(plots)}</section>
+<section id="answers"><h2>Answers: model vs reference</h2>{_CONTROLS}
+<div id="items"></div><button id="more" type="button" hidden>Show more</button></section>
+<script type="application/json" id="report-data">{script_json(browser_data(runs))}</script>
+<script nonce="{nonce}">{_asset("report.js")}</script>
+</body></html>
+"""
