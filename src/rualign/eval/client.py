@@ -1,0 +1,205 @@
+"""Async OpenAI-compatible chat client with our own retry policy.
+
+Why not the openai SDK's retries: we must honour Retry-After, retry on bodies that parse badly or carry no
+choices (the SDK treats a 200 as success), and count every attempt. So: httpx, a semaphore for bounded
+concurrency, a token bucket for requests per minute, exponential backoff with full jitter.
+The API key travels only in the Authorization header; it is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from rualign.errors import RualignError
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_MAX_S = 300.0
+
+
+class CallFailed(Exception):
+    """A call that did not succeed after all retries (or hit a non-retryable status); becomes a counted failure."""
+
+
+class RetryableError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def normalize_base_url(url: str) -> str:
+    """http://host:port, http://host:port/, http://host:port/v1/ and .../v1/chat/completions → http://host:port/v1."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RualignError(f"not an http(s) URL: '{url}'", path="base_url",
+                           expected="e.g. http://127.0.0.1:8000/v1")
+    path = parts.path.rstrip("/")
+    for suffix in ("/chat/completions", "/completions", "/models"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+class TokenBucket:
+    """Requests-per-minute limiter: refills continuously, bursts at most `capacity` requests."""
+
+    def __init__(self, per_minute: float, capacity: float | None = None):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, capacity if capacity is not None else 1.0)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:  # one waiter at a time keeps the order fair and the math simple
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+@dataclass
+class ChatResult:
+    text: str
+    choice: dict  # the raw first choice (message + logprobs + finish_reason)
+    usage: dict
+    attempts: int
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class ChatClient:
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 4,
+                 requests_per_minute: float | None = None, timeout_s: float = 120.0, max_retries: int = 6,
+                 backoff_base_s: float = 1.0, backoff_max_s: float = 60.0, seed: int | None = None):
+        self.base_url = normalize_base_url(base_url)
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.stats = ClientStats()
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._bucket = TokenBucket(requests_per_minute, capacity=concurrency) if requests_per_minute else None
+        self._rng = random.Random(seed)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers,
+                                       limits=httpx.Limits(max_connections=concurrency + 2))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "ChatClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
+        return self._rng.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * (2 ** attempt)))
+
+    async def chat(self, messages: list[dict], **params) -> ChatResult:
+        body = {"model": self.model, "messages": messages, **params}
+        last = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with self._semaphore:
+                    if self._bucket is not None:
+                        await self._bucket.acquire()
+                    result = await self._attempt(body)
+                result.attempts = attempt + 1
+                return result
+            except RetryableError as exc:
+                last = str(exc)
+                self._count(last.split(":")[0])
+                if attempt == self.max_retries:
+                    break
+                self.stats.retries += 1
+                delay = exc.retry_after if exc.retry_after is not None else self.backoff(attempt)
+                log.debug("retrying after %.2fs (attempt %d): %s", delay, attempt + 1, last)
+                await asyncio.sleep(delay)
+        raise CallFailed(f"gave up after {self.max_retries + 1} attempts; last error: {last}")
+
+    def _count(self, kind: str) -> None:
+        self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+
+    async def _attempt(self, body: dict) -> ChatResult:
+        self.stats.requests += 1
+        try:
+            response = await self._http.post(f"{self.base_url}/chat/completions", json=body)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timeout: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:  # connection refused/reset, protocol errors, truncated bodies
+            raise RetryableError(f"connection: {type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise RetryableError(f"http {status}: {response.text[:200]}",
+                                 parse_retry_after(response.headers.get("retry-after")))
+        if status in (401, 403):
+            raise RualignError(f"the judge endpoint refused the credentials (HTTP {status})",
+                               path=self.base_url, hint="check the env var named by api_key_env")
+        if status >= 400:
+            raise CallFailed(f"http {status}: {response.text[:300]}")
+        return self._decode(response)
+
+    def _decode(self, response: httpx.Response) -> ChatResult:
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RetryableError(f"garbage body: {response.text[:120]!r}") from exc
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RetryableError(f"empty choices: {json.dumps(payload, ensure_ascii=False)[:120]}")
+        choice = choices[0]
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            raise RetryableError("no message content in the first choice")
+        usage_raw = payload.get("usage") or {}
+        usage = {"prompt_tokens": int(usage_raw.get("prompt_tokens") or 0),
+                 "completion_tokens": int(usage_raw.get("completion_tokens") or 0)}
+        self.stats.prompt_tokens += usage["prompt_tokens"]
+        self.stats.completion_tokens += usage["completion_tokens"]
+        return ChatResult(text=text, choice=choice, usage=usage, attempts=1)
+
+    async def list_models(self) -> list[str]:
+        response = await self._http.get(f"{self.base_url}/models")
+        response.raise_for_status()
+        return [m.get("id") for m in response.json().get("data", []) if isinstance(m, dict)]

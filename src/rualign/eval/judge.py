@@ -1,0 +1,328 @@
+"""Pairwise judging: every prompt twice (model answer as A, then as B), logprob or parsed verdicts.
+
+Outputs (docs/formats.md): DIR/judgments.jsonl (one row per order, failures included with `error` set),
+DIR/score.json (stats.compute_score + "judge"), DIR/manifest.json last. Every successful judge call is
+cached in SQLite the moment it returns, so an interrupted run resumes without repeating finished calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from rualign.errors import DataError, RualignError
+from rualign.eval import parse
+from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
+from rualign.eval.client import CallFailed
+from rualign.eval.judge_backends import backend_factory, request_params
+from rualign.eval.schema import JudgeConfig
+from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
+    write_manifest
+
+log = logging.getLogger(__name__)
+ORDERS = ("model_first", "reference_first")
+_TEMPLATE_KEYS = ("version", "system", "body", "logprob_instruction", "verdict_instruction", "reminder")
+
+
+@dataclass(frozen=True)
+class Template:
+    version: str
+    system: str
+    body: str
+    logprob_instruction: str
+    verdict_instruction: str
+    reminder: str
+
+
+def load_template(name: str) -> Template:
+    """A packaged template by name (judge_pairwise_v1) or a YAML file path with the same keys."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        resource = resources.files("rualign.eval").joinpath("prompts", f"{name}.yaml")
+        if not resource.is_file():
+            raise RualignError(f"unknown judge template '{name}'", path="template",
+                               expected="judge_pairwise_v1 or a path to a template YAML")
+        text, where = resource.read_text(encoding="utf-8"), f"rualign/eval/prompts/{name}.yaml"
+    data = yaml.safe_load(text)
+    missing = [k for k in _TEMPLATE_KEYS if not isinstance((data or {}).get(k), str)]
+    if missing:
+        raise RualignError(f"judge template lacks {missing}", path=where, expected=f"string keys {_TEMPLATE_KEYS}")
+    return Template(**{k: data[k] for k in _TEMPLATE_KEYS})
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """The conversation the answers reply to, as the judge reads it."""
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return str(messages[0].get("content", ""))
+    names = {"system": "Система", "user": "Пользователь", "assistant": "Ассистент"}
+    return "\n\n".join(f"{names.get(m.get('role'), m.get('role'))}: {m.get('content', '')}" for m in messages)
+
+
+def render(template: Template, messages: list[dict], answer_a: str, answer_b: str, kind: str) -> list[dict]:
+    values = {"prompt": prompt_text(messages), "answer_a": answer_a, "answer_b": answer_b}
+    # One pass, so braces or placeholders inside the answers are never substituted again.
+    body = re.sub(r"\{(prompt|answer_a|answer_b)\}", lambda m: values[m.group(1)], template.body)
+    instruction = template.logprob_instruction if kind == "logprob" else template.verdict_instruction
+    return [{"role": "system", "content": template.system}, {"role": "user", "content": f"{body}\n\n{instruction}"}]
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_answers(path: str | Path) -> dict[str, dict]:
+    """answers.jsonl → {id: record} in file order; malformed rows and duplicate ids are errors with line numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("answers file not found", path=path)
+    records: dict[str, dict] = {}
+    lines: dict[str, int] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON: {exc.msg}", path=path, line=number,
+                                expected="one answer record per line (docs/formats.md)") from exc
+            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
+                raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
+                                expected='{"id": str, "prompt": [messages], "answer": str, ...}')
+            pid = str(row["id"])
+            if pid in records:
+                raise DataError(f"duplicate id '{pid}' (first on line {lines[pid]})", path=path, line=number,
+                                expected="each id once")
+            prompt = row.get("prompt")
+            if isinstance(prompt, str):
+                row["prompt"] = [{"role": "user", "content": prompt}]
+            elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt)):
+                raise DataError(f"record '{pid}' has no prompt messages", path=path, line=number,
+                                expected="'prompt': [{'role': 'user', 'content': ...}]")
+            records[pid], lines[pid] = row, number
+    if not records:
+        raise DataError("no answer records", path=path, expected="at least one line")
+    return records
+
+
+def _few(ids: list[str], limit: int = 5) -> str:
+    shown = ", ".join(ids[:limit])
+    return f"{shown} (+{len(ids) - limit} more)" if len(ids) > limit else shown
+
+
+def pair_answers(answers_path: str | Path, reference_path: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Model and reference answers for the same ids and the same prompts, or a RualignError naming both files."""
+    model, reference = load_answers(answers_path), load_answers(reference_path)
+    where = f"{answers_path} vs {reference_path}"
+    problems = []
+    only_model = [i for i in model if i not in reference]
+    only_ref = [i for i in reference if i not in model]
+    if only_model:
+        problems.append(f"{len(only_model)} id(s) only in {answers_path}: {_few(only_model)}")
+    if only_ref:
+        problems.append(f"{len(only_ref)} id(s) only in {reference_path}: {_few(only_ref)}")
+    differ = [i for i in model if i in reference and _prompt_key(model[i]) != _prompt_key(reference[i])]
+    if differ:
+        problems.append(f"{len(differ)} id(s) with different prompts: {_few(differ)}")
+    if problems:
+        raise DataError("answers and references do not pair up: " + "; ".join(problems), path=where,
+                        expected="the same ids with the same prompts in both files",
+                        hint="generate both answer files from the same prompt file")
+    return model, reference
+
+
+def _prompt_key(record: dict) -> str:
+    return json.dumps([(m.get("role"), str(m.get("content", "")).strip()) for m in record["prompt"]],
+                      ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- jobs
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    id: str
+    order: str
+    prompt: list[dict]
+    answer_a: str
+    answer_b: str
+
+
+def build_jobs(model: dict[str, dict], reference: dict[str, dict]) -> list[Job]:
+    jobs = []
+    for pid, record in model.items():
+        mine, theirs = record["answer"], reference[pid]["answer"]
+        jobs.append(Job(len(jobs), pid, "model_first", record["prompt"], mine, theirs))
+        jobs.append(Job(len(jobs), pid, "reference_first", record["prompt"], theirs, mine))
+    return jobs
+
+
+def call_key(identity: str, cfg: JudgeConfig, template: Template, job: Job, kind: str,
+             messages: list[dict]) -> str:
+    return cache_key(model=identity, params={"kind": kind, **request_params(cfg, kind)},
+                     template_version=template.version, messages=messages, answer_a=job.answer_a,
+                     answer_b=job.answer_b, order=job.order)
+
+
+# ---------------------------------------------------------------- judging
+
+class _Run:
+    """State shared by the concurrent judge tasks of one run."""
+
+    def __init__(self, cfg: JudgeConfig, template: Template, backend, cache: JudgeCache):
+        self.cfg, self.template, self.backend, self.cache = cfg, template, backend, cache
+        self.mode = cfg.mode
+        self.fallback_warned = False
+        self.cache_hits = 0
+
+    async def call(self, job: Job, kind: str, messages: list[dict]) -> tuple[dict, bool]:
+        """One judge call through the cache. The cache is read before any await, so a rerun of finished
+        work never reaches the network; a success is written before anything else happens."""
+        key = call_key(self.backend.identity, self.cfg, self.template, job, kind, messages)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            return hit, True
+        value = await self.backend.complete(messages, kind)
+        self.cache.put(key, value)
+        return value, False
+
+    def fallback(self) -> None:
+        if not self.fallback_warned:
+            self.fallback_warned = True
+            log.warning("the judge backend returned no logprobs: falling back to verdict mode (parsed JSON "
+                        "verdicts) for this run")
+        self.mode = "verdict"
+
+
+def _row(job: Job, mode: str, **fields) -> dict:
+    row = {"id": job.id, "order": job.order, "mode": mode, "preference": None, "verdict": None, "probs": None,
+           "criteria": None, "raw": "", "error": None, "cached": False,
+           "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
+    row.update(fields)
+    return row
+
+
+def _add_usage(total: dict, value: dict) -> None:
+    for k in ("prompt_tokens", "completion_tokens"):
+        total[k] += int((value.get("usage") or {}).get(k) or 0)
+
+
+async def judge_job(run: _Run, job: Job) -> dict:
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    cached: list[bool] = []
+    try:
+        if run.mode == "logprob":
+            messages = render(run.template, job.prompt, job.answer_a, job.answer_b, "logprob")
+            value, hit = await run.call(job, "logprob", messages)
+            cached.append(hit)
+            _add_usage(usage, value)
+            raw = json.dumps({"text": value["text"], "top_logprobs": value["top_logprobs"]}, ensure_ascii=False)
+            if value.get("top_logprobs") is not None:
+                return _logprob_row(job, value, raw, usage, all(cached))
+            run.fallback()
+        return await _verdict(run, job, usage, cached)
+    except CallFailed as exc:
+        return _row(job, run.mode, error=f"api: {exc}", usage=usage, cached=bool(cached) and all(cached))
+
+
+def _logprob_row(job: Job, value: dict, raw: str, usage: dict, cached: bool) -> dict:
+    probs = parse.letter_probs(value["top_logprobs"])
+    if probs is None:
+        return _row(job, "logprob", raw=raw, usage=usage, cached=cached,
+                    error="parse: no verdict letter (A/B/C) among the top logprobs")
+    slot = parse.argmax_slot(probs)
+    return _row(job, "logprob", raw=raw, usage=usage, cached=cached, probs=probs,
+                preference=parse.model_preference(probs, job.order), verdict=parse.slot_to_side(slot, job.order))
+
+
+async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> dict:
+    messages = render(run.template, job.prompt, job.answer_a, job.answer_b, "verdict")
+    value, hit = await run.call(job, "verdict", messages)
+    cached.append(hit)
+    _add_usage(usage, value)
+    raws = [value["text"]]
+    verdict = parse.parse_verdict(value["text"])
+    if verdict is None:  # one retry with a stricter reminder, the failed answer kept in the conversation
+        retry = messages + [{"role": "assistant", "content": value["text"]},
+                            {"role": "user", "content": run.template.reminder}]
+        value, hit = await run.call(job, "verdict", retry)
+        cached.append(hit)
+        _add_usage(usage, value)
+        raws.append(value["text"])
+        verdict = parse.parse_verdict(value["text"])
+    raw = "\n--- retry after reminder ---\n".join(raws)
+    if verdict is None:
+        return _row(job, "verdict", raw=raw, usage=usage, cached=all(cached),
+                    error="parse: no verdict found in the judge's answer (after one reminder)")
+    probs = parse.slot_probs_from_verdict(verdict.overall)
+    criteria = {name: (parse.slot_to_side(slot, job.order) if slot else None)
+                for name, slot in verdict.criteria.items()} or None
+    if criteria is not None and verdict.reason:
+        criteria["reason"] = verdict.reason
+    return _row(job, "verdict", raw=raw, usage=usage, cached=all(cached), criteria=criteria,
+                preference=parse.model_preference(probs, job.order),
+                verdict=parse.slot_to_side(verdict.overall, job.order))
+
+
+async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: Template,
+                     cache: JudgeCache) -> tuple[list[dict], dict]:
+    backend = make_backend()
+    run = _Run(cfg, template, backend, cache)
+    try:
+        rows = await asyncio.gather(*(judge_job(run, job) for job in jobs))
+    finally:
+        await backend.aclose()
+    stats = {**backend.stats(), "cache_hits": run.cache_hits, "fallback_to_verdict": run.fallback_warned}
+    return list(rows), stats
+
+
+# ---------------------------------------------------------------- the stage
+
+def judge_config_hash(answers: Path, reference: Path, cfg: JudgeConfig, template: Template, target: int,
+                      seed: int) -> str:
+    # Only what changes the verdicts: not concurrency, rate limits, timeouts or the cache location.
+    relevant = cfg.model_dump(include={"backend", "base_url", "model", "mode", "template", "temperature",
+                                       "max_tokens", "top_logprobs", "n_ctx"})
+    return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": relevant,
+                        "template_version": template.version, "target": target, "seed": seed})
+
+
+def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_dir: str | Path, *,
+              target: int = 540, seed: int = 0, cache_path: str | Path | None = None) -> dict:
+    """Judge `answers` against `reference`; returns the score dict (also written to out_dir/score.json)."""
+    from rualign.eval.stats import compute_score
+
+    answers, reference, out_dir = Path(answers), Path(reference), Path(out_dir)
+    model_answers, reference_answers = pair_answers(answers, reference)
+    template = load_template(cfg.template)
+    config_hash = judge_config_hash(answers, reference, cfg, template, target, seed)
+    manifest = read_manifest(out_dir)
+    if is_finished(out_dir, config_hash) and manifest.get("failed_calls") == 0 and (out_dir / "score.json").exists():
+        log.info("judge output in %s is finished with the same inputs: reusing it", out_dir)
+        return json.loads((out_dir / "score.json").read_text(encoding="utf-8"))
+    jobs = build_jobs(model_answers, reference_answers)
+    cache_file = Path(cache_path or cfg.cache or default_cache_path())
+    with JudgeCache(cache_file) as cache, backend_factory(cfg) as make_backend:
+        rows, stats = asyncio.run(_judge_all(jobs, make_backend, cfg, template, cache))
+    write_jsonl(out_dir / "judgments.jsonl", rows)
+    modes = sorted({r["mode"] for r in rows})
+    score = compute_score(rows, model_answers, reference_answers, target=target, seed=seed)
+    score["judge"] = {"name": cfg.display_name(), "model": cfg.model, "mode": "+".join(modes),
+                      "template_version": template.version}
+    write_json(out_dir / "score.json", score)
+    failed = sum(1 for r in rows if r["error"])
+    write_manifest(out_dir, stage="judge", config_hash=config_hash,
+                   inputs={"answers": str(answers), "answers_hash": file_hash(answers),
+                           "reference": str(reference), "reference_hash": file_hash(reference)},
+                   judge=cfg.public(), requested_mode=cfg.mode, modes=modes, template_version=template.version,
+                   calls=len(rows), failed_calls=failed, prompts=len(model_answers), client=stats,
+                   usage={k: sum(r["usage"][k] for r in rows) for k in ("prompt_tokens", "completion_tokens")})
+    return score

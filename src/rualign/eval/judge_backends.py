@@ -1,0 +1,136 @@
+"""Judge backends: one `complete(messages, kind)` call returning a cacheable dict.
+
+The value every backend returns (and the cache stores) is
+  {"text": str, "top_logprobs": [{"token", "logprob"}, ...] | None, "usage": {...}, "finish_reason": str|None}
+so judge.py never cares whether the verdict came from an HTTP server or an in-process model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from rualign.errors import RualignError
+from rualign.eval.client import ChatClient
+from rualign.eval.parse import first_position_top_logprobs
+from rualign.eval.schema import JudgeConfig
+
+
+def request_params(cfg: JudgeConfig, kind: str) -> dict:
+    """Sampling parameters of one call kind ("logprob" or "verdict"); part of the cache key."""
+    if kind == "logprob":
+        return {"temperature": cfg.temperature, "max_tokens": 1, "logprobs": True,
+                "top_logprobs": cfg.top_logprobs}
+    return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+
+
+class OpenAIBackend:
+    def __init__(self, cfg: JudgeConfig, base_url: str, *, served_model: str | None = None,
+                 identity: str | None = None):
+        api_key = None
+        if cfg.api_key_env:
+            api_key = os.environ.get(cfg.api_key_env)
+            if not api_key:
+                raise RualignError(f"the environment variable {cfg.api_key_env} is not set",
+                                   path="api_key_env", hint=f"export {cfg.api_key_env}=... before running")
+        self.cfg = cfg
+        self.identity = identity or f"openai:{cfg.model}"
+        self.client = ChatClient(base_url, served_model or cfg.model, api_key=api_key,
+                                 concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
+                                 timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                                 backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s)
+
+    async def complete(self, messages: list[dict], kind: str) -> dict:
+        result = await self.client.chat(messages, **request_params(self.cfg, kind))
+        top = first_position_top_logprobs(result.choice) if kind == "logprob" else None
+        return {"text": result.text, "top_logprobs": top, "usage": result.usage,
+                "finish_reason": result.choice.get("finish_reason")}
+
+    def stats(self) -> dict:
+        s = self.client.stats
+        return {"requests": s.requests, "retries": s.retries, "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens, "errors": dict(s.errors)}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class LocalBackend:
+    """transformers in-process. Logprob mode reads the next-token distribution directly (one forward pass)."""
+
+    def __init__(self, cfg: JudgeConfig):
+        from rualign.models import load_model, load_tokenizer
+
+        self.cfg = cfg
+        self.identity = f"local:{cfg.model}"
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.model = load_model(cfg.model)
+        self.model.eval()
+        self._lock = asyncio.Lock()  # one forward pass at a time: the model is not re-entrant
+        self.requests = 0
+
+    def _encode(self, messages: list[dict]):
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+        return ids["input_ids"]
+
+    def _logprob(self, messages: list[dict]) -> dict:
+        import torch
+
+        input_ids = self._encode(messages)
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids).logits[0, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        values, indices = torch.topk(logprobs, k=self.cfg.top_logprobs)
+        top = [{"token": self.tokenizer.decode([int(i)]), "logprob": float(v)} for v, i in zip(values, indices)]
+        return {"text": top[0]["token"], "top_logprobs": top, "finish_reason": "length",
+                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": 1}}
+
+    def _generate(self, messages: list[dict]) -> dict:
+        import torch
+
+        input_ids = self._encode(messages)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      max_new_tokens=self.cfg.max_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        new = out[0, input_ids.shape[1]:]
+        finish = "length" if new.shape[0] >= self.cfg.max_tokens else "stop"
+        return {"text": self.tokenizer.decode(new, skip_special_tokens=True), "top_logprobs": None,
+                "finish_reason": finish,
+                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": int(new.shape[0])}}
+
+    async def complete(self, messages: list[dict], kind: str) -> dict:
+        async with self._lock:
+            self.requests += 1
+            work = self._logprob if kind == "logprob" else self._generate
+            return await asyncio.to_thread(work, messages)
+
+    def stats(self) -> dict:
+        return {"requests": self.requests, "retries": 0}
+
+    async def aclose(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def backend_factory(cfg: JudgeConfig) -> Iterator:
+    """Yield a zero-argument factory that builds the backend inside the event loop.
+
+    For `llamacpp` the server is started first and always stopped on the way out (normal exit,
+    exception or Ctrl-C), by the context manager in server.py.
+    """
+    if cfg.backend == "openai":
+        yield lambda: OpenAIBackend(cfg, cfg.base_url)
+    elif cfg.backend == "local":
+        yield lambda: LocalBackend(cfg)
+    else:
+        from rualign.eval.server import LlamaServer, resolve_gguf
+
+        gguf = resolve_gguf(cfg.model)
+        identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
+        with LlamaServer(gguf, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as server:
+            yield lambda: OpenAIBackend(cfg, server.base_url, served_model=server.model_id, identity=identity)

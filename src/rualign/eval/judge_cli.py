@@ -1,0 +1,57 @@
+"""`rualign judge`: pairwise LLM-as-a-judge of model answers against reference answers."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+judge SPEC forms:
+  llamacpp:default            the embedded SmolLM2 GGUF under llama.cpp's server (started and stopped here)
+  llamacpp:/path/model.gguf   another GGUF under the same server
+  local:<model>               transformers in-process ('default', a folder, an HF id); logprob mode
+  openai:<model>@<base_url>   any OpenAI-compatible endpoint (key from the env var named by api_key_env)
+  judge.yaml                  keys: base_url, model, api_key_env, concurrency, requests_per_minute,
+                              timeout_s, max_retries, mode, temperature, max_tokens, ...
+
+Every prompt is judged twice (model answer as A, then as B). Finished calls are cached in SQLite
+($RUALIGN_HOME/judge_cache.sqlite unless --cache), so an interrupted run resumes where it stopped.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "judge", help="pairwise judge: model answers vs reference answers -> score.json",
+        description="Judge model answers against reference answers with an LLM judge, in both orders, and "
+                    "write judgments.jsonl, score.json and manifest.json into --out.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--answers", required=True, help="the model's answers.jsonl")
+    parser.add_argument("--reference", required=True, help="the reference answers.jsonl (same ids and prompts)")
+    parser.add_argument("--judge", help="judge SPEC or judge YAML (see below)")
+    parser.add_argument("--judge-config", help="judge YAML with settings; the --judge SPEC, if given, names the model")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--mode", choices=["logprob", "verdict"], help="override the judge config's mode")
+    parser.add_argument("--target", type=int, default=540, help="target mean answer length in tokens (540)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--cache", help="SQLite cache file (default $RUALIGN_HOME/judge_cache.sqlite)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rualign.eval.judge import run_judge
+    from rualign.eval.schema import parse_judge_spec
+
+    cfg = parse_judge_spec(args.judge, args.judge_config, args.mode)
+    score = run_judge(args.answers, args.reference, cfg, args.out, target=args.target, seed=args.seed,
+                      cache_path=args.cache)
+    console = Console(stderr=False)
+    failures = score["failures"]["count"]
+    ci = f"[{score['ci_low']}, {score['ci_high']}]" if score.get("ci_low") is not None else "[n/a]"
+    console.print(f"score {score['score']} {ci} (95% CI) over {score['n']}/{score['n_prompts']} prompts; "
+                  f"wins {score['wins']}, ties {score['ties']}, losses {score['losses']}; "
+                  f"failures {failures}; judge {score['judge']['name']} ({score['judge']['mode']})")
+    if score.get("lc_warning"):
+        console.print(f"[yellow]warning:[/yellow] {score['lc_warning']}")
+    console.print(f"wrote {args.out}/judgments.jsonl, score.json, manifest.json")
+    return 0

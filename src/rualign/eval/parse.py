@@ -1,0 +1,193 @@
+"""Pure parsers for judge output: verdict-token probabilities and worded / JSON verdicts.
+
+Nothing here touches the network or the disk, so every rule is tested on fixture strings.
+
+Slots are "A" (first answer shown), "B" (second) and "tie". In logprob mode the judge answers one letter:
+A, B, or C for a tie. Small models often emit the letter with a leading space, in lower case, wrapped in
+quotes or markdown, or as the Cyrillic look-alike (А, В, С are Cyrillic letters on a Russian prompt), so
+all of those count as the same verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+SLOTS = ("A", "B", "tie")
+CRITERIA = ("relevance", "helpfulness", "clarity", "language")
+LOGPROB_LETTERS = {"A": "A", "B": "B", "C": "tie"}
+# Cyrillic homoglyphs of the Latin verdict letters.
+_HOMOGLYPHS = str.maketrans({"А": "A", "В": "B", "С": "C", "а": "a", "в": "b", "с": "c"})
+_TOKEN_JUNK = " \t\n\r\"'«»*`_()[]{}.:,;!"
+
+
+def letter_of_token(token: str) -> str | None:
+    """Map one generated token to "A" / "B" / "tie", or None when it is not a verdict letter."""
+    core = token.strip(_TOKEN_JUNK)
+    if len(core) != 1:
+        return None
+    return LOGPROB_LETTERS.get(core.translate(_HOMOGLYPHS).upper())
+
+
+def letter_probs(top_logprobs: list[dict]) -> dict[str, float] | None:
+    """Normalised probabilities of A / B / tie from one position's top_logprobs.
+
+    Every variant of a letter (" A", "A", "a", "А") adds to that letter; other tokens are ignored and the
+    three sums are renormalised. None when no verdict letter is among the candidates at all.
+    """
+    mass = {slot: 0.0 for slot in SLOTS}
+    for entry in top_logprobs or []:
+        token, logprob = entry.get("token"), entry.get("logprob")
+        if not isinstance(token, str) or not isinstance(logprob, (int, float)) or math.isnan(logprob):
+            continue
+        slot = letter_of_token(token)
+        if slot is not None:
+            mass[slot] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0.0:
+        return None
+    return {slot: mass[slot] / total for slot in SLOTS}
+
+
+def first_position_top_logprobs(choice: dict) -> list[dict] | None:
+    """The top_logprobs list of the first generated token in an OpenAI chat choice, if present."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None
+    content = logprobs.get("content")
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None
+    top = content[0].get("top_logprobs")
+    if isinstance(top, list) and top:
+        return top
+    # Some servers return only the chosen token's logprob; that still carries the verdict.
+    if "token" in content[0] and "logprob" in content[0]:
+        return [{"token": content[0]["token"], "logprob": content[0]["logprob"]}]
+    return None
+
+
+@dataclass
+class Verdict:
+    overall: str  # "A" | "B" | "tie"
+    criteria: dict[str, str | None] = field(default_factory=dict)
+    reason: str | None = None
+    method: str = "json"  # "json" | "partial-json" | "text"
+
+
+_SLOT_WORDS = {
+    "a": "A", "b": "B", "tie": "tie", "draw": "tie", "equal": "tie", "both": "tie", "c": "tie",
+    "ничья": "tie", "равны": "tie", "одинаково": "tie", "одинаковы": "tie", "оба": "tie",
+    "равноценны": "tie",
+}
+
+
+def normalise_slot(value: object) -> str | None:
+    """"A" / "B" / "tie" from a JSON field value such as "A", " b ", "Ответ A", "ничья"; else None."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\s+", " ", value.strip(_TOKEN_JUNK).lower())
+    text = re.sub(r"^ответ\s*", "", text).strip(_TOKEN_JUNK)
+    if len(text) == 1:  # only a lone letter may be a Cyrillic look-alike; words stay as written
+        text = text.translate(_HOMOGLYPHS).lower()
+    return _SLOT_WORDS.get(text)
+
+
+def _json_candidates(text: str):
+    """Every JSON object embedded in `text` (prose, markdown fences), in order of appearance."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            obj, _ = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def _from_mapping(obj: dict, method: str) -> Verdict | None:
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    overall = normalise_slot(lowered.get("overall", lowered.get("winner", lowered.get("verdict"))))
+    if overall is None:
+        return None
+    criteria = {name: normalise_slot(lowered.get(name)) for name in CRITERIA}
+    reason = lowered.get("reason")
+    return Verdict(overall, criteria, reason if isinstance(reason, str) else None, method)
+
+
+_PAIR = re.compile(r'"(overall|winner|verdict|relevance|helpfulness|clarity|language|reason)"\s*:\s*"([^"]*)"?',
+                   re.IGNORECASE)
+_LETTER = r"[\"'«*]*([ABАВ])(?![\w])"
+_WINNER = re.compile(r"(?:победител[ья]|вердикт|итог|winner|verdict|overall|лучший\s+ответ|лучше\s+ответ)"
+                     r"\s*[:\-—–=]?\s*(?:это\s*)?(?:ответ\s*)?" + _LETTER, re.IGNORECASE)
+_BETTER = re.compile(r"ответ\s*" + _LETTER + r"[\"'»*]*\s*(?:[-—]\s*)?(?:явно\s+|заметно\s+|значительно\s+)?"
+                     r"(лучше|предпочтительнее|выигрывает|побеждает|сильнее|хуже|уступает|слабее)",
+                     re.IGNORECASE)
+_TIE = re.compile(r"ничья|оба\s+(?:ответа\s+)?(?:одинаков\w*|равноценн\w*|равн\w*|хорош\w*\s+одинаково)|"
+                  r"ответы\s+(?:одинаков\w*|равноценн\w*|равн\w*)|равноценн\w*|\btie\b|\bdraw\b", re.IGNORECASE)
+_WORSE = ("хуже", "уступает", "слабее")
+
+
+def _letter(raw: str) -> str:
+    return raw.translate(_HOMOGLYPHS).upper()
+
+
+def _from_text(text: str) -> Verdict | None:
+    """Worded verdicts: "Ответ A лучше", "победитель: B", "ничья", "оба одинаковы". Conflicts give None."""
+    found: set[str] = set()
+    for match in _WINNER.finditer(text):
+        found.add(_letter(match.group(1)))
+    for match in _BETTER.finditer(text):
+        letter = _letter(match.group(1))
+        if match.group(2).lower() in _WORSE:
+            letter = "B" if letter == "A" else "A"
+        found.add(letter)
+    if _TIE.search(text):
+        found.add("tie")
+    if len(found) != 1:
+        return None  # nothing found, or the text names different winners: do not guess
+    return Verdict(found.pop(), {}, None, "text")
+
+
+def _from_partial_json(text: str) -> Verdict | None:
+    """Truncated or malformed JSON: read the "key": "value" pairs that did arrive."""
+    pairs = {key.lower(): value for key, value in _PAIR.findall(text)}
+    if not pairs:
+        return None
+    return _from_mapping(pairs, "partial-json")
+
+
+def parse_verdict(text: str) -> Verdict | None:
+    """JSON first (anywhere in the text, fenced or not), then partial JSON, then Russian/English wording."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    for obj in _json_candidates(text):
+        verdict = _from_mapping(obj, "json")
+        if verdict is not None:
+            return verdict
+    return _from_partial_json(text) or _from_text(text)
+
+
+def slot_probs_from_verdict(slot: str) -> dict[str, float]:
+    return {s: (1.0 if s == slot else 0.0) for s in SLOTS}
+
+
+def model_preference(probs: dict[str, float], order: str) -> float:
+    """Preference for the MODEL answer: its slot's probability plus half the tie probability."""
+    model_slot = "A" if order == "model_first" else "B"
+    return probs[model_slot] + 0.5 * probs["tie"]
+
+
+def slot_to_side(slot: str, order: str) -> str:
+    """"model" / "reference" / "tie" for a slot verdict given which answer sat in slot A."""
+    if slot == "tie":
+        return "tie"
+    model_slot = "A" if order == "model_first" else "B"
+    return "model" if slot == model_slot else "reference"
+
+
+def argmax_slot(probs: dict[str, float]) -> str:
+    if probs["A"] == probs["B"] and probs["A"] >= probs["tie"]:
+        return "tie"  # an exact A/B split names no winner
+    return max(SLOTS, key=lambda s: probs[s])
