@@ -13,6 +13,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -42,7 +43,7 @@ def normalize_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RualignError(f"not an http(s) URL: '{url}'", path="base_url",
                            expected="e.g. http://127.0.0.1:8000/v1")
-    path = parts.path.rstrip("/")
+    path = re.sub(r"/+", "/", parts.path).rstrip("/")
     for suffix in ("/chat/completions", "/completions", "/models"):
         if path.endswith(suffix):
             path = path[: -len(suffix)]
