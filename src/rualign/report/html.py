@@ -123,7 +123,7 @@ def _results_table(rows: list[dict]) -> str:
     for row in rows:
         cells = []
         for header, cell in zip(DISPLAY_HEADERS, display_cells(row)):
-            cls = ' class="num"' if header in _NUMERIC else ""
+            cls = ' class="num"' if header in _NUMERIC else ' class="desc"' if header == "training data" else ""
             title = f' title="{escape(row["lc_warning"])}"' if header == "LC score" and row.get("lc_warning") else ""
             cells.append(f"<td{cls}{title}>{escape(cell)}</td>")
         cls = ' class="not-judged"' if row["status"] == NOT_JUDGED else ""
@@ -131,12 +131,17 @@ def _results_table(rows: list[dict]) -> str:
     return f'<table id="results-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _pct(rate: float | None) -> str | None:
+    return None if rate is None else f"{100 * rate:.1f}%"
+
+
 def _diagnostics_table(rows: list[dict]) -> str:
     headers = ["run", "wins", "ties", "losses", "tie rate", "order-flip rate", "p90 tokens", "prompts", "judge"]
     body = []
     for row in rows:
-        values = [row["name"], row["wins"], row["ties"], row["losses"], row["tie_rate"], row["order_flip_rate"],
-                  row["p90_tokens"], row["n_prompts"], row["judge"]]
+        values = [row["name"], row["wins"], row["ties"], row["losses"], _pct(row["tie_rate"]),
+                  _pct(row["order_flip_rate"]), None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}",
+                  row["n_prompts"], row["judge"]]
         body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -147,7 +152,8 @@ def _plots(plots: dict[str, Path]) -> str:
     for name, path in plots.items():
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         caption = _PLOT_CAPTIONS.get(name, name)
-        figures.append(f'<figure id="plot-{escape(name)}"><img alt="{escape(caption)}" '
+        wide = ' class="wide"' if name == "length_histograms" else ""
+        figures.append(f'<figure id="plot-{escape(name)}"{wide}><img alt="{escape(caption)}" '
                        f'src="data:image/png;base64,{data}"><figcaption>{escape(caption)}</figcaption></figure>')
     return '<div class="plots">' + "".join(figures) + "</div>" if figures else '<p class="muted">No plots: no data.</p>'
 

@@ -144,7 +144,7 @@ def write_plots(runs: list["Run"], rows: list[dict], target: int, folder: Path) 
     """Write every plot that has data; returns {plot name: path}, in display order."""
     made = {
         "score_vs_length": score_vs_length(rows, target, folder / "score_vs_length.png"),
-        "length_histograms": length_histograms(runs, target, folder / "length_histograms.png"),
         "forest": forest(rows, folder / "forest.png"),
+        "length_histograms": length_histograms(runs, target, folder / "length_histograms.png"),
     }
     return {name: path for name, path in made.items() if path is not None}
