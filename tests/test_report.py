@@ -151,6 +151,11 @@ def test_print_table_shows_rounded_scores(report):
     score = json.loads((report["runs"][1] / "judge" / "score.json").read_text(encoding="utf-8"))
     assert f"{score['score']:.1f} [{score['ci_low']:.1f}, {score['ci_high']:.1f}]" in text
     assert "not judged" in text and "sft → simpo" in text
+    narrow = Console(record=True, width=80)  # a default terminal: numbers stay whole, descriptions move below
+    tables.print_table(report["result"]["rows"], narrow)
+    text = narrow.export_text()
+    assert " -170 " in text and " fail" in text and "sft-dpo: saiga_scored SFT, then DPO" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
 
 
 def test_html_is_self_contained_and_escapes_model_text(report):

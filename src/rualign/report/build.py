@@ -142,6 +142,16 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     return runs
 
 
+def _share(paths: list[Path]) -> None:
+    """Atomic writes create private (0600) files; a report is meant to be read by others, so use the umask."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
 def _input_record(run: Run) -> dict:
     score = run.folder / "judge" / "score.json"
     return {"dir": str(run.folder), "answers": file_hash(run.folder / "answers.jsonl"),
@@ -167,6 +177,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = 540) -> dict
     write_text(md_path, tables.markdown_report(rows, plot_files, notes, out_dir, target))
     html_path = out_dir / "report.html"
     write_text(html_path, html.render_report(runs, rows, plot_files, notes, target))
+    _share([csv_path, md_path, html_path, *plot_files.values()])
     files = {"csv": str(csv_path), "md": str(md_path), "html": str(html_path),
              "plots": {name: str(path) for name, path in plot_files.items()}}
     inputs = [_input_record(run) for run in runs]

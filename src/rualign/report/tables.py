@@ -123,19 +123,39 @@ def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], 
     return "\n".join(parts)
 
 
+_TERMINAL_HEADERS = {"mean tokens": "mean", "median tokens": "med", "gap to target": "gap", "LC score": "LC",
+                     "failures": "fail"}
+
+
 def print_table(rows: list[dict], console: "Console | None" = None) -> None:
-    """Print the results table in the terminal (also used by `rualign demo`)."""
+    """Print the results table in the terminal (also used by `rualign demo`).
+
+    On a narrow terminal the training-data column would fold into a letter per line, so it is printed as
+    a list under the table instead.
+    """
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="rualign results", show_lines=False)
-    for header in DISPLAY_HEADERS:
+    console = console or Console()
+    wide = console.width >= 140
+    table = Table(title="rualign results", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    shown = [i for i, h in enumerate(DISPLAY_HEADERS) if wide or h != "training data"]
+    all_cells = [display_cells(row) for row in rows]
+    for i in shown:
+        header = DISPLAY_HEADERS[i]
         numeric = header not in ("run", "training data", "stages", "score [95% CI]")
-        table.add_column(header, justify="right" if numeric else "left",
-                         overflow="fold", max_width=40 if header == "training data" else None)
-    for row in rows:
+        folds = header in ("run", "training data", "stages")
+        # Numbers and scores get their full width (a cropped "-170" reading "-17" would be a wrong number);
+        # only the text columns fold.
+        width = None if folds else max([len(c[i]) for c in all_cells] + [1])
+        table.add_column(_TERMINAL_HEADERS.get(header, header), justify="right" if numeric else "left",
+                         min_width=width, overflow="fold")
+    for row, cells in zip(rows, all_cells):
         # Text, not markup: a run name like "[bold]" must print as written.
-        cells = [Text(cell) for cell in display_cells(row)]
-        table.add_row(*cells, style="dim" if row["status"] == NOT_JUDGED else None)
-    (console or Console()).print(table)
+        table.add_row(*[Text(cells[i]) for i in shown], style="dim" if row["status"] == NOT_JUDGED else None)
+    console.print(table)
+    if not wide:
+        for row in rows:
+            console.print(Text(f"  {row['name']}: {' '.join(row['description'].split()) or '—'}"))
