@@ -170,6 +170,8 @@ def test_html_is_self_contained_and_escapes_model_text(report):
     cells = _results_table([evil])
     assert "&lt;b id=&quot;x&quot;&gt;run&lt;/b&gt;" in cells and "a &amp; &lt;i&gt;b&lt;/i&gt;" in cells
     assert "<b" not in cells and "<i>" not in cells
+    math = json.loads((report["runs"][1] / "judge" / "score.json").read_text(encoding="utf-8"))["per_category"]["math"]
+    assert f"{math['score']:.1f} [{math['ci_low']:.1f}, {math['ci_high']:.1f}] · n={math['n']}" in page
     assert script_json({"t": "</script><!--&"}) == '{"t":"\\u003c/script\\u003e\\u003c!--\\u0026"}'
 
 

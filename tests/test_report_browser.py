@@ -37,7 +37,6 @@ def _expected_cells(row: dict) -> list[str]:
 
 
 def test_report_page_in_chromium(tmp_path):
-    pytest.importorskip("playwright", reason="pip install 'rualign[dev]' (playwright)")
     run_dirs = write_fake_runs(tmp_path / "runs")
     result = build_report(run_dirs, tmp_path / "report")
     with open(result["files"]["csv"], encoding="utf-8", newline="") as handle:

@@ -147,6 +147,30 @@ def _diagnostics_table(rows: list[dict]) -> str:
     return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _category_table(runs: list["Run"]) -> str:
+    """Per-category scores from score.json (small n: read the CIs before the point estimates)."""
+    judged = [run for run in runs if run.score and run.score.get("per_category")]
+    categories = sorted({c for run in judged for c in run.score["per_category"]})
+    if not categories:
+        return ""
+    head = "<th>category</th>" + "".join(f"<th>{escape(run.name)}</th>" for run in judged)
+    body = []
+    for category in categories:
+        cells = []
+        for run in judged:
+            entry = run.score["per_category"].get(category)
+            if not entry or entry.get("score") is None:
+                cells.append("<td>—</td>")
+                continue
+            low, high = entry.get("ci_low"), entry.get("ci_high")
+            ci = f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else ""
+            text = "{:.1f}{} · n={}".format(entry["score"], ci, entry.get("n", "?"))
+            cells.append(f'<td class="num">{escape(text)}</td>')
+        body.append(f"<tr><td>{escape(str(category))}</td>{''.join(cells)}</tr>")
+    return (f'<h3>Score per category</h3><table id="category-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
 def _plots(plots: dict[str, Path]) -> str:
     figures = []
     for name, path in plots.items():
@@ -188,7 +212,7 @@ score = judge preference for the model answer over the reference, 0–100 (refer
 over prompts; failures are left out of the score, never counted as losses.</p>
 <nav><a href="#results">Results</a><a href="#plots">Plots</a><a href="#answers">Answers</a></nav>
 <section id="results"><h2>Results</h2>{_results_table(rows)}{notes_html}
-<h3>Judge diagnostics</h3>{_diagnostics_table(rows)}</section>
+<h3>Judge diagnostics</h3>{_diagnostics_table(rows)}{_category_table(runs)}</section>
 <section id="plots"><h2>Plots</h2>{_plots(plots)}</section>
 <section id="answers"><h2>Answers: model vs reference</h2>{_CONTROLS}
 <div id="items"></div><button id="more" type="button" hidden>Show more</button></section>
