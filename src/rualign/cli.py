@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rualign.report.report_cli",
     "rualign.commands.models_cmd",
     "rualign.data.cli",
+    "rualign.train.train_cli",
     "rualign.eval.gen_cli",
     "rualign.eval.judge_cli",
 ]
