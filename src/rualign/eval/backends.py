@@ -1,0 +1,250 @@
+"""Generation backends: transformers in-process (hf), any OpenAI-compatible endpoint (openai), vLLM (vllm).
+
+Each backend turns a batch of conversations into `Completion`s in the same order. The orchestration
+(resume, records, ordering, progress) lives in `generate.py` and is shared by all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rualign.errors import RualignError, require
+from rualign.runs import stable_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise RualignError("max_new_tokens must be at least 1", path="--max-new-tokens")
+        if self.temperature < 0:
+            raise RualignError("temperature must be >= 0", path="--temperature")
+        if not 0 < self.top_p <= 1:
+            raise RualignError("top_p must be in (0, 1]", path="--top-p")
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length" | whatever a server reports
+    completion_tokens: int | None  # in the generating model's tokenizer, when known
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+    adapter: str | None
+    batch_size: int
+
+    def prompt_length(self, messages: list[dict]) -> int: ...
+
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+def bf16_autocast_ok() -> bool:
+    """True when this CPU has native bf16 (avx512_bf16 / amx) and a bf16 matmul agrees with fp32."""
+    import torch
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = (a @ b).float()
+    return bool(torch.allclose(low, a @ b, rtol=0.05, atol=0.5))
+
+
+class HFBackend:
+    """transformers generate() with left padding; batching never changes greedy output."""
+
+    name = "hf"
+
+    def __init__(self, model: str, *, adapter: str | None = None, chat_template: str = "model",
+                 batch_size: int = 8, bf16: str = "auto"):
+        import torch
+
+        from rualign.models import load_model, load_tokenizer
+
+        self.model, self.adapter, self.batch_size = model, adapter, max(1, batch_size)
+        self.chat_template = chat_template
+        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
+        self.lm = load_model(model, adapter=adapter).eval()
+        self.stop_ids = self._stop_ids()
+        self.pad_id = self._pad_id()
+        if bf16 not in ("auto", "on", "off"):
+            raise RualignError(f"unknown bf16 setting '{bf16}'", path="--bf16", expected="auto, on or off")
+        self.autocast = bf16 == "on" or (bf16 == "auto" and bf16_autocast_ok())
+        self._torch = torch
+
+    def _stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.lm, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")  # the ChatML turn end, if in the vocab
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        ids.discard(None)
+        if not ids:
+            raise RualignError(f"model '{self.model}' defines no end-of-sequence token")
+        return ids
+
+    def _pad_id(self) -> int:
+        # Prefer a pad distinct from every stop token, so padding after a finished row can never be read
+        # as (or hide) an end of answer; inputs are masked anyway, outputs are cut at the first stop token.
+        pad = self.tokenizer.pad_token_id
+        if pad is not None and pad not in self.stop_ids:
+            return pad
+        for candidate in self.tokenizer.all_special_ids:
+            if candidate not in self.stop_ids:
+                return candidate
+        return min(self.stop_ids)
+
+    def settings(self) -> dict[str, Any]:
+        return {"chat_template": self.chat_template, "autocast": "bf16" if self.autocast else None}
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_length(self, messages: list[dict]) -> int:
+        return len(self.encode(messages))
+
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        torch = self._torch
+        encoded = [self.encode(m) for m in batch]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):  # LEFT padding: every row's last prompt token is aligned
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            mask[row, width - len(ids):] = 1
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.pad_id,
+                                  "eos_token_id": sorted(self.stop_ids)}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            # Seeded per batch content, so a rerun of the same batch samples the same tokens.
+            torch.manual_seed(params.seed + int(stable_hash([m for m in batch], 8), 16) % (2 ** 31))
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            output = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        return [self._completion(row.tolist()) for row in output[:, width:]]
+
+    def _completion(self, tokens: list[int]) -> Completion:
+        for index, token in enumerate(tokens):
+            if token in self.stop_ids:
+                tokens, finish = tokens[:index], "stop"
+                break
+        else:
+            finish = "length"
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Completion(text=text.strip(), finish_reason=finish, completion_tokens=len(tokens))
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible /chat/completions endpoint, through the shared retrying async client."""
+
+    name = "openai"
+
+    def __init__(self, model: str, *, base_url: str, api_key_env: str | None = None, batch_size: int = 8,
+                 timeout_s: float = 300.0, max_retries: int = 6):
+        from rualign.eval.client import ChatClient, normalize_base_url
+
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise RualignError(f"environment variable {api_key_env} is empty or unset",
+                                   path="--api-key-env", hint=f"export {api_key_env}=... (the key is never logged)")
+        self.model, self.adapter, self.batch_size = model, None, max(1, batch_size)
+        self.base_url = normalize_base_url(base_url)
+        self._client_args = dict(base_url=self.base_url, model=model, api_key=api_key, concurrency=self.batch_size,
+                                 timeout_s=timeout_s, max_retries=max_retries)
+        self._client_cls = ChatClient
+
+    def settings(self) -> dict[str, Any]:
+        return {"base_url": self.base_url}  # never the key
+
+    def prompt_length(self, messages: list[dict]) -> int:
+        return sum(len(m["content"]) for m in messages)  # characters: only used to order batches
+
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        return asyncio.run(self._generate(batch, params))
+
+    async def _generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        from rualign.eval.client import CallFailed
+
+        body = {"max_tokens": params.max_new_tokens, "temperature": params.temperature, "seed": params.seed}
+        if params.top_p < 1:
+            body["top_p"] = params.top_p
+        async with self._client_cls(**self._client_args) as client:
+            try:
+                results = await asyncio.gather(*(client.chat(m, **body) for m in batch))
+            except CallFailed as exc:
+                raise RualignError(f"generation request failed: {exc}", path=self.base_url,
+                                   hint="finished answers are kept; rerun to continue") from exc
+        return [Completion(text=r.text.strip(), finish_reason=str(r.choice.get("finish_reason") or "stop"),
+                           completion_tokens=r.usage.get("completion_tokens") or None) for r in results]
+
+
+class VLLMBackend:
+    """vLLM in-process (GPU only); imported lazily so CPU installs never need it."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, *, adapter: str | None = None, chat_template: str = "model",
+                 batch_size: int = 256, seed: int = 0):
+        vllm = require("vllm", "gpu", "The vllm generation backend")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RualignError("the vllm backend needs a CUDA GPU and none is visible",
+                               hint="use --backend hf on CPU, or --backend openai with a running server")
+        from rualign.models import load_tokenizer, resolve_model
+
+        self.model, self.adapter, self.batch_size = model, adapter, max(1, batch_size)
+        self.chat_template = chat_template
+        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=resolve_model(model), seed=seed, enable_lora=bool(adapter),
+                            trust_remote_code=False)
+
+    def settings(self) -> dict[str, Any]:
+        return {"chat_template": self.chat_template}
+
+    def _render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_length(self, messages: list[dict]) -> int:
+        return len(self._render(messages))
+
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        sampling = self._vllm.SamplingParams(max_tokens=params.max_new_tokens, temperature=params.temperature,
+                                             top_p=params.top_p, seed=params.seed)
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, self.adapter)
+        outputs = self.llm.generate([self._render(m) for m in batch], sampling, lora_request=lora, use_tqdm=False)
+        return [Completion(text=o.outputs[0].text.strip(), finish_reason=o.outputs[0].finish_reason or "stop",
+                           completion_tokens=len(o.outputs[0].token_ids)) for o in outputs]

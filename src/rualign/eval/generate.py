@@ -1,0 +1,151 @@
+"""`rualign generate`: answer every prompt once, resumably, and write answers.jsonl in prompt order.
+
+Resume: each finished answer is appended (fsynced) to `<out stem>.work.jsonl`; a rerun reuses records
+whose prompt, generator, params and counting tokenizer are identical and only answers the missing ids.
+When every prompt has an answer, `answers.jsonl` is written atomically in prompt order and the work file
+removed. Batches are formed from length-sorted prompts (less padding); results go back by id.
+`answer_tokens` is counted in a NAMED tokenizer (default: the embedded default), so lengths of answers
+from different models and servers are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rualign.eval.backends import Backend, Completion, GenParams
+from rualign.runs import JsonlAppender, read_jsonl, write_jsonl
+
+
+class TokenCounter:
+    """Counts answer tokens in a named tokenizer ('default' = the embedded default model's)."""
+
+    def __init__(self, name: str = "default", tokenizer: Any = None):
+        if tokenizer is None:
+            from rualign.models import load_tokenizer
+
+            tokenizer = load_tokenizer(name, chat_template="chatml_no_system")
+        self.name, self._tokenizer = name, tokenizer
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class GenerateSummary:
+    out: Path
+    total: int
+    reused: int = 0
+    generated: int = 0
+    stale: int = 0  # records in the work file made with other settings: ignored and regenerated
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    new_tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def work_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.work.jsonl")
+
+
+def make_record(prompt: dict, completion: Completion, *, backend: Backend, params: GenParams,
+                counter: TokenCounter) -> dict[str, Any]:
+    return {
+        "id": prompt["id"], "prompt": prompt["messages"], "category": prompt.get("category"),
+        "answer": completion.text, "answer_tokens": counter.count(completion.text), "tokenizer": counter.name,
+        "finish_reason": completion.finish_reason,
+        "generator": {"backend": backend.name, "model": backend.model, "adapter": backend.adapter},
+        "params": params_record(backend, params),
+    }
+
+
+def params_record(backend: Backend, params: GenParams) -> dict[str, Any]:
+    # batch_size is left out on purpose: greedy output does not depend on it (tested).
+    return {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
+            "seed": params.seed, **backend.settings()}
+
+
+def _reusable(record: dict, prompt: dict, expected: dict) -> bool:
+    return (record.get("prompt") == prompt["messages"] and record.get("generator") == expected["generator"]
+            and record.get("params") == expected["params"] and record.get("tokenizer") == expected["tokenizer"]
+            and isinstance(record.get("answer"), str))
+
+
+def _load_done(prompts: list[dict], sources: list[Path], expected: dict) -> tuple[dict[str, dict], int]:
+    """Finished records from the final file and the work file (later lines win); count the stale ones."""
+    by_id = {p["id"]: p for p in prompts}
+    done: dict[str, dict] = {}
+    stale_ids: set[str] = set()
+    for source in sources:
+        if not source.exists():
+            continue
+        for record in read_jsonl(source):
+            pid = str(record.get("id"))
+            if pid not in by_id:
+                continue  # an answer to a prompt no longer in the file: not ours to keep
+            if _reusable(record, by_id[pid], expected):
+                done[pid] = record
+                stale_ids.discard(pid)
+            elif pid not in done:
+                stale_ids.add(pid)
+    return done, len(stale_ids)
+
+
+def _batches(pending: list[dict], backend: Backend) -> list[list[dict]]:
+    # Longest first: similar lengths share a batch (less padding) and a memory problem shows up at once.
+    ordered = sorted(pending, key=lambda p: -backend.prompt_length(p["messages"]))
+    size = backend.batch_size
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, out: str | Path, *,
+                     counter: TokenCounter, on_batch: Callable[[int], None] | None = None) -> GenerateSummary:
+    """Answer the prompts not yet answered with these settings; write `out` in prompt order when complete."""
+    out = Path(out)
+    work = work_path(out)
+    expected = {"generator": {"backend": backend.name, "model": backend.model, "adapter": backend.adapter},
+                "params": params_record(backend, params), "tokenizer": counter.name}
+    summary = GenerateSummary(out=out, total=len(prompts))
+    with JsonlAppender(work) as appender:  # opening cuts a torn last line left by a kill
+        done, summary.stale = _load_done(prompts, [out, work], expected)
+        summary.reused = len(done)
+        if on_batch and done:
+            on_batch(len(done))
+        pending = [p for p in prompts if p["id"] not in done]
+        started = time.perf_counter()
+        for batch in _batches(pending, backend):
+            completions = backend.generate([p["messages"] for p in batch], params)
+            if len(completions) != len(batch):
+                raise RuntimeError(f"backend returned {len(completions)} answers for {len(batch)} prompts")
+            for prompt, completion in zip(batch, completions):
+                record = make_record(prompt, completion, backend=backend, params=params, counter=counter)
+                appender.append(record)
+                done[prompt["id"]] = record
+                summary.generated += 1
+                summary.new_tokens += completion.completion_tokens or record["answer_tokens"]
+            if on_batch:
+                on_batch(len(batch))
+        summary.seconds = time.perf_counter() - started
+    final = [done[p["id"]] for p in prompts]
+    for record in final:
+        reason = record.get("finish_reason", "?")
+        summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
+    write_jsonl(out, final)
+    work.unlink(missing_ok=True)
+    return summary
+
+
+def run_with_progress(prompts: list[dict], backend: Backend, params: GenParams, out: str | Path, *,
+                      counter: TokenCounter) -> GenerateSummary:
+    """generate_answers with the shared progress bar (silent with --quiet / RUALIGN_QUIET)."""
+    from rualign.progress import progress
+
+    with progress() as bar:
+        task = bar.add_task("generating", total=len(prompts))
+        return generate_answers(prompts, backend, params, out, counter=counter,
+                                on_batch=lambda n: bar.advance(task, n))

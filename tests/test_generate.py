@@ -1,0 +1,310 @@
+"""Prompt loaders, batched generation (left padding), resume, answer_tokens, the generate CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rualign.cli import main
+from rualign.errors import RualignError
+from rualign.eval.prompts_io import load_prompts, resolve_prompts_path
+
+# ---------------------------------------------------------------- prompt files
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_alpaca_json_list_with_input_and_ids(tmp_path):
+    rows = [{"instruction": "Переведи на английский.", "input": "Кошка спит.", "category": "translation",
+             "id": "t1"},
+            {"instruction": "Назови столицу России.", "question_id": 7},
+            {"instruction": "Без id", "input": ""}]
+    prompts = load_prompts(_write(tmp_path / "p.json", json.dumps(rows, ensure_ascii=False)))
+    assert prompts[0] == {"id": "t1", "category": "translation",
+                          "messages": [{"role": "user", "content": "Переведи на английский.\n\nКошка спит."}]}
+    assert prompts[1]["id"] == "7" and prompts[1]["category"] is None
+    assert prompts[2]["messages"][0]["content"] == "Без id"
+    assert len(prompts[2]["id"]) == 12  # content id, stable across files and orders
+    again = load_prompts(_write(tmp_path / "q.json", json.dumps(rows[::-1], ensure_ascii=False)))
+    assert again[0]["id"] == prompts[2]["id"]
+
+
+def test_jsonl_prompt_string_and_message_list(tmp_path, write_jsonl):
+    path = write_jsonl("p.jsonl", [
+        {"id": "a", "prompt": "Привет!"},
+        {"id": "b", "prompt": [{"role": "system", "content": "Отвечай кратко."},
+                               {"role": "user", "content": "Сколько будет 2+2?"},
+                               {"role": "assistant", "content": "4"},
+                               {"role": "user", "content": "А 3+3?"}], "category": "math"},
+    ])
+    prompts = load_prompts(path)
+    assert prompts[0]["messages"] == [{"role": "user", "content": "Привет!"}]
+    assert [m["role"] for m in prompts[1]["messages"]] == ["system", "user", "assistant", "user"]
+    assert prompts[1]["category"] == "math"
+
+
+def test_ru_arena_turns_use_the_first_turn(tmp_path, write_jsonl):
+    path = write_jsonl("arena.jsonl", [
+        {"question_id": 101, "category": "writing", "turns": [{"content": "Напиши стих."}, {"content": "Короче."}]},
+        {"question_id": 102, "turns": ["Просто строка"]},
+    ])
+    prompts = load_prompts(path)
+    assert prompts[0]["id"] == "101" and prompts[0]["category"] == "writing"
+    assert prompts[0]["messages"] == [{"role": "user", "content": "Напиши стих."}]
+    assert prompts[0]["meta"] == {"dropped_turns": 1}
+    assert prompts[1]["messages"][0]["content"] == "Просто строка" and "meta" not in prompts[1]
+
+
+def test_bundled_eval_prompts():
+    try:
+        path = resolve_prompts_path("bundled:eval_prompts")
+    except RualignError:
+        pytest.skip("bundled eval prompts not shipped in this checkout yet")
+    prompts = load_prompts("bundled:eval_prompts")
+    assert path.name.startswith("eval_prompts")
+    assert len(prompts) >= 10 and len({p["id"] for p in prompts}) == len(prompts)
+    assert all(p["messages"][-1]["role"] == "user" and p["messages"][-1]["content"].strip() for p in prompts)
+    with pytest.raises(RualignError, match="no bundled prompt set named 'nope'"):
+        resolve_prompts_path("bundled:nope")
+
+
+@pytest.mark.parametrize("lines, message, line", [
+    (['{"id": "a", "prompt": "x"}', '{"id": "b", "prompt": '], "malformed JSON", 2),
+    (['{"id": "a", "prompt": "x"}', '{"id": "b", "text": "y"}'], "no prompt field", 2),
+    (['{"id": "a", "prompt": "x"}', '{"id": "a", "prompt": "y"}'], "duplicate prompt id 'a'", 2),
+    (['{"id": "a", "prompt": "   "}'], "empty prompt", 1),
+    (['{"id": "a", "instruction": ""}'], "empty or non-string 'instruction'", 1),
+    (['{"id": "a", "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'],
+     "must end with a non-empty user turn", 1),
+    (['{"id": "a", "prompt": [{"role": "robot", "content": "q"}]}'], "message 0", 1),
+    (['[1, 2]'], "must be a JSON object", 1),
+])
+def test_prompt_errors_name_file_and_line(tmp_path, lines, message, line):
+    path = _write(tmp_path / "bad.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(RualignError, match=message) as info:
+        load_prompts(path)
+    assert info.value.path == str(path) and info.value.line == line
+    assert f"bad.jsonl:{line}:" in info.value.render()
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(RualignError, match="does not exist"):
+        load_prompts(tmp_path / "none.json")
+    with pytest.raises(RualignError, match="no prompts"):
+        load_prompts(_write(tmp_path / "empty.jsonl", "\n"))
+
+
+# ---------------------------------------------------------------- generation with a tiny model
+
+PROMPTS = [
+    {"id": "short", "messages": [{"role": "user", "content": "Привет"}], "category": "chat"},
+    {"id": "long", "messages": [{"role": "user", "content": "Расскажи подробно, как устроена солнечная система "
+                                                            "и почему планеты вращаются вокруг Солнца."}],
+     "category": "science"},
+    {"id": "mid", "messages": [{"role": "user", "content": "Назови три русских поэта."}], "category": None},
+    {"id": "multi", "messages": [{"role": "system", "content": "Ты помощник."},
+                                 {"role": "user", "content": "2+2?"}], "category": "math"},
+    {"id": "tiny", "messages": [{"role": "user", "content": "Да?"}], "category": None},
+]
+
+
+@pytest.fixture(scope="module")
+def varied_model_dir(tiny_model_dir, tmp_path_factory):
+    """The shared tiny model ties its head to the embeddings, so greedy decoding just repeats the last
+    prompt token ("\n"); an untied random head gives context-dependent tokens, which the batching test needs."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("varied-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                         tie_word_embeddings=False, initializer_range=0.5, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(varied_model_dir):
+    from rualign.eval.backends import HFBackend
+
+    return HFBackend(str(varied_model_dir), chat_template="chatml_no_system", batch_size=3, bf16="off")
+
+
+@pytest.fixture(scope="module")
+def counter(tiny_backend):
+    from rualign.eval.generate import TokenCounter
+
+    return TokenCounter("default", tokenizer=tiny_backend.tokenizer)
+
+
+def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_backend):
+    from rualign.eval.backends import GenParams
+
+    params = GenParams(max_new_tokens=10)
+    batched = tiny_backend.generate([p["messages"] for p in PROMPTS], params)
+    singles = [tiny_backend.generate([p["messages"]], params)[0] for p in PROMPTS]
+    assert [c.text for c in batched] == [c.text for c in singles]
+    assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in singles]
+    assert [c.finish_reason for c in batched] == [c.finish_reason for c in singles]
+    assert all(c.text for c in batched)  # a random model still emits text; padding never leaks into it
+    assert len({c.text for c in batched}) > 1
+
+
+def test_stop_token_cuts_answer_and_pad_is_not_a_stop(tiny_backend):
+    tok = tiny_backend.tokenizer
+    assert tiny_backend.pad_id not in tiny_backend.stop_ids
+    words = tok("Привет мир", add_special_tokens=False)["input_ids"]
+    stop = min(tiny_backend.stop_ids)
+    done = tiny_backend._completion(words + [stop] + words + [tiny_backend.pad_id] * 3)
+    assert done.finish_reason == "stop" and done.text == "Привет мир" and done.completion_tokens == len(words)
+    cut = tiny_backend._completion(list(words))
+    assert cut.finish_reason == "length" and cut.completion_tokens == len(words)
+
+
+class _Counting:
+    """Wraps a backend: counts the prompts it answers and can fail after N batches (a simulated kill)."""
+
+    def __init__(self, inner, fail_after: int | None = None):
+        self.inner, self.fail_after, self.batches, self.answered = inner, fail_after, 0, []
+        self.name, self.model, self.adapter, self.batch_size = inner.name, inner.model, inner.adapter, 2
+
+    def settings(self):
+        return self.inner.settings()
+
+    def prompt_length(self, messages):
+        return self.inner.prompt_length(messages)
+
+    def generate(self, batch, params):
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise KeyboardInterrupt
+        self.batches += 1
+        self.answered += [m[-1]["content"] for m in batch]
+        return self.inner.generate(batch, params)
+
+
+def test_resume_answers_only_missing_ids_and_gives_identical_output(tmp_path, tiny_backend, counter):
+    from rualign.eval.backends import GenParams
+    from rualign.eval.generate import generate_answers, work_path
+
+    params = GenParams(max_new_tokens=6)
+    clean = tmp_path / "clean" / "answers.jsonl"
+    generate_answers(PROMPTS, _Counting(tiny_backend), params, clean, counter=counter)
+
+    out = tmp_path / "resumed" / "answers.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_answers(PROMPTS, _Counting(tiny_backend, fail_after=1), params, out, counter=counter)
+    assert not out.exists()
+    partial = [json.loads(line) for line in work_path(out).read_text(encoding="utf-8").splitlines()]
+    assert len(partial) == 2
+    with open(work_path(out), "a", encoding="utf-8") as handle:
+        handle.write('{"id": "torn", "answ')  # a kill mid-line must not break the resume
+
+    second = _Counting(tiny_backend)
+    summary = generate_answers(PROMPTS, second, params, out, counter=counter)
+    assert summary.reused == 2 and summary.generated == 3 and len(second.answered) == 3
+    assert out.read_text(encoding="utf-8") == clean.read_text(encoding="utf-8")
+    assert not work_path(out).exists()
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == \
+        [p["id"] for p in PROMPTS]
+
+    # Same settings again: nothing to do. Other settings: every answer is stale and regenerated.
+    third = _Counting(tiny_backend)
+    assert generate_answers(PROMPTS, third, params, out, counter=counter).generated == 0
+    fourth = _Counting(tiny_backend)
+    summary = generate_answers(PROMPTS, fourth, GenParams(max_new_tokens=3), out, counter=counter)
+    assert summary.stale == 5 and summary.generated == 5
+
+
+def test_records_follow_the_format_and_count_tokens(tmp_path, tiny_backend, counter):
+    from rualign.eval.backends import GenParams
+    from rualign.eval.generate import generate_answers
+
+    out = tmp_path / "answers.jsonl"
+    generate_answers(PROMPTS[:2], tiny_backend, GenParams(max_new_tokens=5, seed=3), out, counter=counter)
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    for record, prompt in zip(records, PROMPTS[:2]):
+        assert set(record) == {"id", "prompt", "category", "answer", "answer_tokens", "tokenizer",
+                               "finish_reason", "generator", "params"}
+        assert record["prompt"] == prompt["messages"] and record["category"] == prompt["category"]
+        expected = len(tiny_backend.tokenizer(record["answer"], add_special_tokens=False)["input_ids"])
+        assert record["answer_tokens"] == expected and 0 < expected <= 6
+        assert record["tokenizer"] == "default" and record["finish_reason"] in ("stop", "length")
+        assert record["generator"] == {"backend": "hf", "model": tiny_backend.model, "adapter": None}
+        assert record["params"]["max_new_tokens"] == 5 and record["params"]["seed"] == 3
+        assert record["params"]["chat_template"] == "chatml_no_system"
+
+
+def test_sampling_is_seeded(tiny_backend):
+    from rualign.eval.backends import GenParams
+
+    batch = [p["messages"] for p in PROMPTS[:2]]
+    first = tiny_backend.generate(batch, GenParams(max_new_tokens=8, temperature=1.0, seed=1))
+    again = tiny_backend.generate(batch, GenParams(max_new_tokens=8, temperature=1.0, seed=1))
+    other = tiny_backend.generate(batch, GenParams(max_new_tokens=8, temperature=1.0, seed=2))
+    assert [c.text for c in first] == [c.text for c in again]
+    assert [c.text for c in first] != [c.text for c in other]
+
+
+def test_cli_generate_end_to_end(tmp_path, tiny_model_dir, write_jsonl, capsys, monkeypatch):
+    monkeypatch.setenv("RUALIGN_QUIET", "0")  # `-q` below sets it for the process; restored after the test
+    prompts = write_jsonl("p.jsonl", [{"id": p["id"], "prompt": p["messages"]} for p in PROMPTS[:3]])
+    out = tmp_path / "run" / "answers.jsonl"
+    argv = ["-q", "generate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
+            "--max-new-tokens", "4", "--batch-size", "2", "--chat-template", "chatml_no_system", "--bf16", "off"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["short", "long", "mid"]
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+    capsys.readouterr()
+    monkeypatch.setenv("RUALIGN_QUIET", "0")
+    assert main(argv[1:]) == 0  # without -q the summary is printed (stderr)
+    err = capsys.readouterr().err
+    assert "3 answers" in err and "generated 0, reused 3" in err
+
+
+def test_cli_errors_are_clear(tmp_path, write_jsonl, capsys):
+    prompts = write_jsonl("p.jsonl", ['{"id": "a", "prompt": "x"}', "{oops"])
+    assert main(["generate", "--model", "default", "--prompts", str(prompts), "--out", str(tmp_path / "a.jsonl")]) == 2
+    assert "p.jsonl:2: malformed JSON" in capsys.readouterr().err
+    good = write_jsonl("g.jsonl", [{"id": "a", "prompt": "x"}])
+    assert main(["generate", "--model", "m", "--backend", "openai", "--prompts", str(good),
+                 "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert "needs --base-url" in capsys.readouterr().err
+
+
+def test_vllm_backend_without_gpu_is_a_clear_error():
+    import torch
+
+    from rualign.eval.backends import VLLMBackend
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(RualignError, match="vllm|CUDA GPU"):
+        VLLMBackend("default")
+
+
+@pytest.mark.slow
+def test_default_model_answers_russian_prompts_deterministically(tmp_path):
+    from rualign.eval.backends import GenParams, HFBackend
+    from rualign.eval.generate import TokenCounter, generate_answers
+
+    prompts = [{"id": "ru1", "messages": [{"role": "user", "content": "Как дела?"}], "category": None},
+               {"id": "ru2", "messages": [{"role": "user", "content": "Что такое фотосинтез?"}], "category": None}]
+    backend = HFBackend("default", batch_size=2, bf16="off")
+    counter = TokenCounter("default", tokenizer=backend.tokenizer)
+    first = generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "a.jsonl", counter=counter)
+    generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "b.jsonl", counter=counter)
+    assert first.generated == 2
+    a = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
+    assert a == (tmp_path / "b.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in a.splitlines()]
+    assert all(r["answer"].strip() and 0 < r["answer_tokens"] <= 13 for r in rows)
