@@ -81,8 +81,11 @@ def trainable_summary(model: Any) -> dict:
     return {"trainable_params": trainable, "total_params": total}
 
 
-def export(model: Any, tokenizer: Any, stage_dir: Path) -> dict[str, str]:
-    """Save adapter/ + merged/ (LoRA) or model/ (full), each with the tokenizer. Returns the paths."""
+def export(model: Any, tokenizer: Any, stage_dir: Path, *, adapter_base: str | None = None) -> dict[str, str]:
+    """Save adapter/ + merged/ (LoRA) or model/ (full), each with the tokenizer. Returns the paths.
+
+    A QLoRA adapter is merged into a freshly loaded full-precision base (merging into 4-bit weights would
+    round the update away)."""
     import torch
     from peft import PeftModel
 
@@ -91,6 +94,11 @@ def export(model: Any, tokenizer: Any, stage_dir: Path) -> dict[str, str]:
         model.save_pretrained(stage_dir / "adapter")
         tokenizer.save_pretrained(stage_dir / "adapter")
         paths["adapter"] = str(stage_dir / "adapter")
+        if getattr(model.base_model.model, "is_loaded_in_4bit", False) and adapter_base:
+            base = load_base(adapter_base)
+            if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+                base.resize_token_embeddings(len(tokenizer))
+            model = PeftModel.from_pretrained(base, str(stage_dir / "adapter"))
         merged = model.merge_and_unload()
         target = stage_dir / "merged"
     else:

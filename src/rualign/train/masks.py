@@ -176,7 +176,7 @@ def build_sft_dataset(rows: list[dict], ctx: Any):
 
 def sft_config_kwargs(params: Any, ctx: Any) -> dict:
     # The dataset is already tokenized with our own masks; TRL's collator applies `completion_mask`.
-    kwargs = {"completion_only_loss": True, "packing": False, "dataset_kwargs": {"skip_prepare_dataset": False}}
+    kwargs = {"completion_only_loss": True, "packing": False}
     if params.neftune_noise_alpha is not None:
         kwargs["neftune_noise_alpha"] = params.neftune_noise_alpha
     return kwargs

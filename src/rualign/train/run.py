@@ -159,7 +159,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
                      resume_from, callbacks or [])
     if not _is_rank_zero():
         return {}
-    return write_manifest(
+    manifest = write_manifest(
         stage_dir, stage="train", config_hash=key["config_hash"], name=stage.name, method=stage.method,
         parent=config.parent_of(stage), lineage=config.lineage(stage.name), base_model=config.model,
         start_model=start_model, data=str(data_dir), data_kind=kind, data_hash=key["data_hash"],
@@ -169,16 +169,20 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
              ("merged parent model" if parent_manifest else "base model"),
         precision=precision, precision_reason=why, seconds=round(time.time() - started, 2),
         resumed_from=resume_from.name if resume_from else None, **trained)
+    # Checkpoints only serve an interrupted run; a finished stage is reused through its manifest.
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    return manifest
 
 
 def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path, stage_dir: Path,
            start_model: str, precision: str, train_rows: list[dict], val_rows: list[dict],
            resume_from: Path | None, callbacks: list) -> dict:
+    from transformers import AutoTokenizer, set_seed
+
     from rualign.models import apply_chat_template_choice
     from rualign.train import lora
     from rualign.train.masks import ensure_pad_token
     from rualign.train.trainlog import make_log_callback, write_samples
-    from transformers import AutoTokenizer, set_seed
 
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(start_model, trust_remote_code=config.trust_remote_code)
@@ -213,7 +217,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     if not trainer.is_world_process_zero():
         return {}
     trained_model = trainer.accelerator.unwrap_model(trainer.model)
-    paths = lora.export(trained_model, tokenizer, stage_dir)
+    paths = lora.export(trained_model, tokenizer, stage_dir, adapter_base=adapter_base)
     n_samples = 0
     if stage.samples and spec.generates:  # a reward model (rm) is no generator
         n_samples = write_samples(lora.load_base(paths["model"]), tokenizer, val_rows or train_rows,
