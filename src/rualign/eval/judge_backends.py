@@ -132,5 +132,7 @@ def backend_factory(cfg: JudgeConfig) -> Iterator:
 
         gguf = resolve_gguf(cfg.model)
         identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
+        # llama-cpp-python's server runs one request at a time; more in flight only queue up into timeouts.
+        serial = cfg.model_copy(update={"concurrency": 1})
         with LlamaServer(gguf, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as server:
-            yield lambda: OpenAIBackend(cfg, server.base_url, served_model=server.model_id, identity=identity)
+            yield lambda: OpenAIBackend(serial, server.base_url, served_model=server.model_id, identity=identity)
