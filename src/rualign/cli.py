@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "rualign.train.train_cli",
     "rualign.eval.gen_cli",
     "rualign.eval.judge_cli",
+    "rualign.commands.run_cmd",
+    "rualign.commands.demo_cmd",
 ]
 
 DESCRIPTION = """\

@@ -1,0 +1,88 @@
+"""`rualign demo`: configs/demo.yaml end to end, offline, on the embedded default model and bundled samples.
+
+The base model, two SFT variants with different answer-length windows and SimPO on top of one of them,
+each answered, judged against the base model's answers by the embedded 135M judge under llama.cpp, then
+the Table-4-style summary and report.html. A rerun reuses every finished stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+JUDGE_NOTE = """\
+Note: the judge here is the embedded 135M model, so these scores only show that the pipeline works end to
+end; they say nothing about answer quality. For real numbers point the judge at a strong model, e.g. serve
+Qwen2.5-72B-Instruct with vLLM and set in the experiment file:
+
+  eval:
+    judge: {backend: openai, base_url: "http://localhost:8000/v1", model: Qwen/Qwen2.5-72B-Instruct,
+            api_key_env: JUDGE_API_KEY, mode: logprob}
+
+(or `judge: openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1`); configs/study/ has the full setup."""
+
+
+def demo_config() -> Path:
+    """configs/demo.yaml of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the offline demo (base, 2 SFT variants, SimPO; judged) and build a report",
+        description="Run configs/demo.yaml end to end on the embedded default model and the bundled samples "
+                    "(offline, CPU, a few minutes), print the results table and write a report. Rerunning "
+                    "reuses every finished stage.")
+    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--config", help="experiment file to run instead of configs/demo.yaml")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2 prompts, 2 training steps, 16 new tokens (checks the wiring only)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.set_defaults(handler=run)
+
+
+def quick(experiments: list) -> list:
+    """Shrink every experiment to a smoke run (its hashes change, so full-size results are untouched)."""
+    out = []
+    for exp in experiments:
+        stages = [s.model_copy(update={"max_steps": 2, "samples": 0}) for s in exp.stages]
+        generation = exp.eval.generation.model_copy(update={"max_new_tokens": 16})
+        ev = exp.eval.model_copy(update={"limit": 2, "generation": generation})
+        if ev.reference.generation is not None:
+            ref_gen = ev.reference.generation.model_copy(update={"max_new_tokens": 16})
+            ev = ev.model_copy(update={"reference": ev.reference.model_copy(update={"generation": ref_gen})})
+        new = exp.model_copy(update={"stages": stages, "eval": ev})
+        new._source = exp._source
+        out.append(new)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from rualign.commands.run_cmd import finish_report
+    from rualign.errors import RualignError
+    from rualign.pipeline import build_plan, load_experiments, print_plan, run_plan
+
+    config = Path(args.config) if args.config else demo_config()
+    if not config.is_file():
+        raise RualignError("the demo config was not found", path=config,
+                           hint="run from a source checkout, or pass --config configs/demo.yaml")
+    console = Console()
+    started = time.perf_counter()
+    experiments = load_experiments(config)
+    if args.quick:
+        experiments = quick(experiments)
+    plan = build_plan(experiments, Path(args.out) / "_store")
+    if args.dry_run:
+        print_plan(plan, console)
+        return 0
+    console.print(f"rualign demo: {len(plan.runs)} experiments, {len(plan.nodes)} stages, store {plan.store}")
+    folders, outcome = run_plan(plan, args.out)
+    finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target)
+    ran = sum(1 for v in outcome.values() if v == "ran")
+    console.print(f"done in {time.perf_counter() - started:.0f}s ({ran} stages ran, {len(outcome) - ran} reused)")
+    console.print(JUDGE_NOTE, markup=False, highlight=False)
+    return 0

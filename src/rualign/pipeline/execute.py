@@ -1,0 +1,167 @@
+"""Run a plan: each node once (finished nodes are skipped by hash), then one run folder per experiment.
+
+Nodes are resumable on their own (data writes atomically, training resumes from its last checkpoint,
+generation appends finished answers, the judge caches each call), so an interrupted `rualign run` picks up
+where it stopped. A run folder's run.json is written last: its presence means the folder is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from rualign.pipeline.plan import Node, Plan, RunPlan
+from rualign.runs import read_manifest, write_json, write_manifest
+
+
+def _say(message: str) -> None:
+    from rualign.progress import console
+
+    console().print(message, markup=False, highlight=False)
+
+
+def _link(workspace: Path, name: str, target: Path) -> None:
+    """Expose a finished dependency stage under this workspace, where train/run.py looks for it."""
+    link = workspace / name
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        link.unlink() if link.is_symlink() else shutil.rmtree(link)
+    workspace.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
+def _run_data(node: Node, plan: Plan) -> None:
+    from rualign.data.recipe import run_recipe
+
+    run_recipe(node.spec["recipe"], node.folder)
+
+
+def _run_train(node: Node, plan: Plan) -> None:
+    from rualign.train.run import run_stage
+    from rualign.train.schema import TrainConfig
+
+    exp, stage = node.spec["experiment"], node.spec["stage"]
+    for name, dep_id in node.spec["deps"].items():
+        dep = plan.nodes[dep_id]
+        _link(node.folder, name, dep.folder / dep.spec["stage"].name)
+    data = node.spec.get("data_folder") or str(plan.nodes[node.spec["data_node"]].folder)
+    stages = [s.model_dump(mode="json") for s in exp.stages]
+    for entry in stages:
+        if entry["name"] == stage.name:
+            entry["data"] = data
+    config = TrainConfig.model_validate({"model": exp.model, "chat_template": exp.chat_template, "seed": exp.seed,
+                                         "trust_remote_code": exp.trust_remote_code, "stages": stages})
+    run_stage(config, config.stage(stage.name), node.folder)
+
+
+def model_location(node: Node, plan: Plan) -> str:
+    """The model an answers node generates with: a trained stage's exported model, or the spec."""
+    if node.spec["model_node"] is None:
+        return node.spec["model"]
+    train = plan.nodes[node.spec["model_node"]]
+    return read_manifest(train.folder / train.spec["stage"].name)["model_path"]
+
+
+def _backend(node: Node, plan: Plan):
+    from rualign.eval import backends
+
+    gen, model = node.spec["generation"], model_location(node, plan)
+    if gen.backend == "hf":
+        return backends.HFBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
+                                  bf16=gen.bf16)
+    if gen.backend == "vllm":
+        return backends.VLLMBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
+                                    seed=gen.seed)
+    return backends.OpenAIBackend(model, base_url=gen.base_url, api_key_env=gen.api_key_env,
+                                  batch_size=gen.batch_size)
+
+
+def _run_answers(node: Node, plan: Plan) -> None:
+    from rualign.eval.backends import GenParams
+    from rualign.eval.generate import TokenCounter, run_with_progress
+    from rualign.eval.prompts_io import load_prompts
+
+    prompts = load_prompts(node.spec["prompts"])
+    if node.spec["limit"]:
+        prompts = prompts[: node.spec["limit"]]
+    gen = node.spec["generation"]
+    params = GenParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+                       seed=gen.seed)
+    backend = _backend(node, plan)
+    summary = run_with_progress(prompts, backend, params, node.folder / "answers.jsonl",
+                                counter=TokenCounter(node.spec["tokenizer"]))
+    write_manifest(node.folder, stage="answers", config_hash=node.key, model=backend.model,
+                   prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
+                   reused=summary.reused, finish_reasons=summary.finish_reasons,
+                   seconds=round(summary.seconds, 2), new_tokens=summary.new_tokens,
+                   params=gen.model_dump(mode="json", exclude={"api_key_env"}))
+
+
+def reference_path(run: RunPlan, plan: Plan) -> Path:
+    if run.reference.startswith("file:"):
+        return Path(run.reference[len("file:"):])
+    return plan.nodes[run.reference].folder / "answers.jsonl"
+
+
+def _run_judge(node: Node, plan: Plan) -> None:
+    from rualign.eval.judge import run_judge
+
+    cfg = node.spec["config"]
+    answers = plan.nodes[node.spec["answers"]].folder / "answers.jsonl"
+    ref = node.spec["reference"]
+    reference = Path(ref[5:]) if ref.startswith("file:") else plan.nodes[ref].folder / "answers.jsonl"
+    # The judge cache lives in the store so experiments sharing it share calls; a configured cache wins.
+    run_judge(answers, reference, cfg, node.folder, target=node.spec["target"], seed=node.spec["seed"],
+              cache_path=cfg.cache or plan.store / "judge_cache.sqlite")
+
+
+RUNNERS: dict[str, Callable[[Node, Plan], None]] = {
+    "data": _run_data, "train": _run_train, "answers": _run_answers, "judge": _run_judge}
+
+
+def execute(plan: Plan, say: Callable[[str], None] = _say) -> dict[str, str]:
+    """Run every unfinished node in order; returns {node id: "cached" | "ran"}."""
+    outcome: dict[str, str] = {}
+    total = len(plan.nodes)
+    for number, node in enumerate(plan.nodes.values(), start=1):
+        where = f"[{number}/{total}] {node.label} {node.key}"
+        if node.finished():
+            outcome[node.id] = "cached"
+            say(f"{where}: cached")
+            continue
+        say(f"{where}: running (used by {', '.join(node.used_by)})")
+        started = time.perf_counter()
+        RUNNERS[node.kind](node, plan)
+        outcome[node.id] = "ran"
+        say(f"{where}: done in {time.perf_counter() - started:.1f}s")
+    return outcome
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
+    """out_dir/<name>/: answers.jsonl, judge/{score.json, judgments.jsonl, manifest.json}, run.json last."""
+    exp = run.experiment
+    folder = out_dir / exp.name
+    (folder / "run.json").unlink(missing_ok=True)  # an older run.json must not vouch for new files
+    _copy(plan.nodes[run.answers].folder / "answers.jsonl", folder / "answers.jsonl")
+    judge = plan.nodes[run.judge].folder
+    for name in ("score.json", "judgments.jsonl", "manifest.json"):
+        _copy(judge / name, folder / "judge" / name)
+    stages = [{"name": s.name, "method": s.method, "data": label} for s, label in zip(exp.stages, run.stage_data)]
+    description = exp.description or ("; ".join(f"{s['method']} on {s['data']}" for s in stages) or "base model")
+    write_json(folder / "run.json", {
+        "name": exp.name, "description": description, "model": exp.model, "stages": stages,
+        "reference_answers": str(reference_path(run, plan)), "target": exp.eval.target,
+        "judge": run.judge_config.public(), "config_hash": plan.nodes[run.judge].key,
+        "store": {"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}})
+    return folder

@@ -1,0 +1,259 @@
+"""The experiment file: data recipe(s), training stages and evaluation, one or many experiments per file.
+
+Shapes accepted (docs/formats.md, "Experiment file"):
+  - one experiment at the top level (`name`, `stages`, `eval`, ...);
+  - `experiments: [...]` with shared `defaults:` deep-merged into each (the experiment wins);
+  - `include: FILE | [FILES]` (relative to the including file), deep-merged under the file's own keys.
+Mappings merge key by key; lists (stages, sources) are replaced whole, never concatenated, so what a file
+says is what runs. Every problem is a ConfigError naming the file and the line of the offending key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from rualign.config import Strict, parse_yaml_text
+from rualign.errors import ConfigError
+from rualign.eval.schema import JudgeConfig
+from rualign.train.schema import StageConfig, TrainConfig
+
+EXPERIMENT_KEYS = ("name", "description", "model", "chat_template", "seed", "trust_remote_code", "data",
+                   "stage_defaults", "stages", "eval")
+
+
+class Generation(Strict):
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    max_new_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1)
+    bf16: Literal["auto", "on", "off"] = "auto"
+    base_url: str | None = None        # openai backend: where the model is served
+    api_key_env: str | None = None     # openai backend: NAME of the env var with the key
+
+    @model_validator(mode="after")
+    def _url(self) -> "Generation":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai generation backend needs base_url")
+        return self
+
+
+class Reference(Strict):
+    """Reference answers: an existing answers.jsonl, or a model that generates them (once, cached)."""
+
+    answers: str | None = None
+    model: str | None = None
+    chat_template: Literal["model", "chatml_no_system"] | None = None  # default: the experiment's
+    generation: Generation | None = None                                  # default: the experiment's
+
+    @model_validator(mode="after")
+    def _one(self) -> "Reference":
+        if (self.answers is None) == (self.model is None):
+            raise ValueError("reference needs exactly one of `answers` (a file) or `model` (to generate them)")
+        return self
+
+
+class Evaluation(Strict):
+    prompts: str = Field(description="prompts file (alpaca_eval / ru-arena / {id, prompt}) or bundled:NAME")
+    limit: int | None = Field(None, ge=1, description="only the first N prompts (smoke runs)")
+    generation: Generation = Field(default_factory=Generation)
+    tokenizer: str = Field("default", description="answer lengths are counted in this tokenizer")
+    reference: Reference
+    judge: str | JudgeConfig = Field(description="judge SPEC (llamacpp:default, local:..., openai:m@url, "
+                                                 "judge.yaml) or an inline judge mapping")
+    target: int = Field(540, ge=1)
+    judge_seed: int = 0
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge(cls, value: Any) -> Any:
+        return JudgeConfig.model_validate(value) if isinstance(value, dict) else value
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    description: str = ""
+    model: str = "default"
+    chat_template: Literal["model", "chatml_no_system"] = "model"
+    seed: int = 42
+    trust_remote_code: bool = False
+    data: dict[str, str | dict[str, Any]] = Field(
+        default_factory=dict, description="named recipes (inline mapping or recipe YAML path) for stages' data:")
+    stage_defaults: dict[str, Any] = Field(default_factory=dict, description="keys merged into every stage")
+    stages: list[StageConfig] = Field(default_factory=list, description="[] = evaluate the base model as is")
+    eval: Evaluation
+    _source: Path | None = PrivateAttr(default=None)  # the experiment file: relative paths resolve from it
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_stage_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("stage_defaults") and isinstance(data.get("stages"), list):
+            data = dict(data)
+            data["stages"] = [deep_merge(data["stage_defaults"], s) if isinstance(s, dict) else s
+                              for s in data["stages"]]
+        return data
+
+    @model_validator(mode="after")
+    def _lineage(self) -> "Experiment":
+        self.train_config()  # missing or circular parents, duplicate names
+        return self
+
+    def train_config(self) -> TrainConfig | None:
+        if not self.stages:
+            return None
+        return TrainConfig.model_validate({
+            "model": self.model, "chat_template": self.chat_template, "seed": self.seed,
+            "trust_remote_code": self.trust_remote_code,
+            "stages": [s.model_dump(mode="json") for s in self.stages]})
+
+
+class ExperimentFile(Strict):
+    """What the top level of a multi-experiment file may hold (after includes)."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    experiments: list[dict[str, Any]] = Field(min_length=1)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- loading with includes and line numbers
+
+class _Layer:
+    """One YAML file's data and node tree, to find the line of a key after merging."""
+
+    def __init__(self, path: Path, data: Any, node: yaml.Node | None):
+        self.path, self.data, self.node = path, data, node
+
+
+def _read_layer(path: Path) -> _Layer:
+    if not path.is_file():
+        raise ConfigError("file not found", path=path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", path=path) from exc
+    data, node = parse_yaml_text(text, path)
+    if data is None:
+        raise ConfigError("the file is empty", path=path, expected="an experiment mapping")
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level is a {type(data).__name__}", path=path, expected="a YAML mapping")
+    return _Layer(path, data, node)
+
+
+def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[_Layer]]:
+    """The merged mapping of a file and its includes; layers listed most specific first."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"circular include: {chain}", path=seen[-1])
+    layer = _read_layer(path)
+    includes = layer.data.get("include") or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError("'include' must be a file path or a list of paths", path=path,
+                          line=key_line(layer.node, ("include",)))
+    merged: dict = {}
+    layers: list[_Layer] = [layer]
+    for name in includes:
+        target = (path.parent / name)
+        if not target.is_file():
+            raise ConfigError(f"included file '{name}' not found", path=path, line=key_line(layer.node, ("include",)),
+                              expected=f"a YAML file relative to {path.parent}")
+        data, sub_layers = _load_with_includes(target, (*seen, path))
+        merged = deep_merge(merged, data)
+        layers.extend(sub_layers)
+    own = {k: v for k, v in layer.data.items() if k != "include"}
+    return deep_merge(merged, own), layers
+
+
+def key_line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The line of the key (or list item) at exactly `loc`, or None when the file does not have it."""
+    for index, key in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+            if pair is None:
+                return None
+            if last:
+                return pair[0].start_mark.line + 1
+            node = pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+        else:
+            return None
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _locate(layers: list[_Layer], candidates: list[tuple]) -> tuple[Path, int | None]:
+    """First layer and location where the key exists; else the most specific file and its first line."""
+    for loc in candidates:
+        for layer in layers:
+            for cut in range(len(loc), 0, -1):
+                line = key_line(layer.node, loc[:cut])
+                if line is not None and cut >= max(1, len(loc) - 1):
+                    return layer.path, line
+    return layers[0].path, None
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if error["type"] == "missing":
+        return f"missing required key '{loc}'"
+    return f"'{loc}': {error['msg'].removeprefix('Value error, ')}"
+
+
+def _validate(model: type, data: dict, layers: list[_Layer], prefixes: list[tuple]):
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        loc = tuple(errors[0]["loc"])
+        path, line = _locate(layers, [p + loc for p in prefixes])
+        message = _describe(errors[0])
+        if len(errors) > 1:
+            message += "; also: " + "; ".join(_describe(e) for e in errors[1:4])
+        raise ConfigError(message, path=path, line=line) from exc
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Every experiment of a file, validated; names must be unique within the file."""
+    path = Path(path)
+    data, layers = _load_with_includes(path)
+    if "experiments" in data:
+        unknown = sorted(set(data) - {"defaults", "experiments"})
+        if unknown:
+            where, line = _locate(layers, [(unknown[0],)])
+            raise ConfigError(f"unknown top-level key '{unknown[0]}' in a file with `experiments:`", path=where,
+                              line=line, expected="only `include`, `defaults` and `experiments` at the top level")
+        top = _validate(ExperimentFile, data, layers, [()])
+        raw = [deep_merge(top.defaults, e) for e in top.experiments]
+        prefixes = [[("experiments", i), ("defaults",)] for i in range(len(raw))]
+    else:
+        raw, prefixes = [data], [[()]]
+    experiments = [_validate(Experiment, r, layers, p) for r, p in zip(raw, prefixes)]
+    names = [e.name for e in experiments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"duplicate experiment name(s): {', '.join(dupes)}", path=path,
+                          expected="one name per experiment (it names the run folder)")
+    for experiment in experiments:
+        experiment._source = layers[0].path
+    return experiments
