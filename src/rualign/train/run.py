@@ -131,6 +131,8 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
     params = stage.method_params()
     extra = resolve(spec.config_kwargs)(params, ctx) if spec.config_kwargs else params.model_dump()
     fields = {f.name for f in dataclasses.fields(cls)}
+    if "activation_checkpointing" in fields:  # transformers 5 renamed gradient_checkpointing
+        common["activation_checkpointing"] = common.pop("gradient_checkpointing")
     kwargs = {k: v for k, v in {**common, **extra}.items() if k in fields}
     return cls(**kwargs)
 
