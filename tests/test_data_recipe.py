@@ -283,3 +283,15 @@ def test_cli_dry_run_writes_nothing_and_errors_have_no_traceback(tmp_path, gm_fi
     assert main(["data", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err and "unknown" in err
+
+
+def test_memoised_token_count_equals_exact_encoding(default_model_dir):
+    import random
+
+    from rualign.data.tokens import count_tokens
+
+    rng = random.Random(0)
+    alphabet = "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗabcXYZ0123456789 .,!?;:'\"-\n\t()[]{}<>|😀€«»—"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(300)]
+    texts += ["Привет, мир! It's 2024: 3.14159 <|im_end|> конец", "  \n\n  ", "'ll 've 're", "x" * 5000]
+    assert count_tokens(texts).tolist() == count_tokens(texts, exact=True).tolist()

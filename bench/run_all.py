@@ -1,0 +1,37 @@
+"""Run the benchmark suite (or the named ones) and rewrite BENCHMARKS.md.
+
+    python bench/run_all.py            # everything (tens of minutes on 2 cores)
+    python bench/run_all.py data gen   # a subset
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import save, write_benchmarks_md  # noqa: E402
+
+BENCHES = {
+    "data": "bench_data",
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHES)}")
+        return 2
+    for name in names:
+        module = importlib.import_module(BENCHES[name])
+        rows = module.run()
+        print(f"{name}: saved {save(name, rows)}")
+    print(f"wrote {write_benchmarks_md()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
