@@ -25,6 +25,7 @@ from typing import Any, Callable
 from pydantic import Field
 
 from rualign.config import Strict
+from rualign.train import preference as _pref  # light: pydantic schemas only, no torch/trl at import
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class MethodSpec:
     build_dataset: str                   # "module:function" (rows, ctx) -> datasets.Dataset
     config_kwargs: str | None = None     # "module:function" (params, ctx) -> dict for the TRL config
     trainer_kwargs: str | None = None    # "module:function" (ctx) -> dict of extra trainer kwargs
+    # "module:function" with lora.build_trainable's signature, for methods whose model is not a causal LM
+    # (rm: a sequence-classification head); None = lora.build_trainable.
+    build_model: str | None = None
+    generates: bool = True               # False: the trained model is no generator (rm), write no samples
     description: str = ""
 
     def config_class(self):
@@ -75,6 +80,8 @@ class SFTParams(Strict):
     neftune_noise_alpha: float | None = Field(None, gt=0)
 
 
+_P = "rualign.train.preference"
+
 # ---- the table --------------------------------------------------------------------------------------------
 
 METHODS: dict[str, MethodSpec] = {
@@ -84,7 +91,41 @@ METHODS: dict[str, MethodSpec] = {
         build_dataset="rualign.train.masks:build_sft_dataset",
         config_kwargs="rualign.train.masks:sft_config_kwargs",
         description="supervised fine-tuning, loss on assistant turns only"),
-    # Preference rows (dpo, simpo, kto, orpo, rm, rlhf) are added below by train/preference.py's author.
+    # Preference methods: builders and trainer glue in train/preference.py (+ refcache.py, rlhf.py).
+    "dpo": MethodSpec(
+        name="dpo", data_kinds=("preference",), params=_pref.DPOParams,
+        trl_config="trl:DPOConfig", trl_trainer="rualign.train.refcache:CachedDPOTrainer",
+        build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:dpo_config_kwargs",
+        trainer_kwargs=f"{_P}:reference_trainer_kwargs",
+        description="direct preference optimisation against a frozen reference (cached log-probs)"),
+    "simpo": MethodSpec(
+        name="simpo", data_kinds=("preference",), params=_pref.SimPOParams,
+        trl_config="trl.experimental.cpo:CPOConfig", trl_trainer="trl.experimental.cpo:CPOTrainer",
+        build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:simpo_config_kwargs",
+        description="SimPO: length-normalised reward margin, no reference model (CPO trainer, cpo_alpha 0)"),
+    "orpo": MethodSpec(
+        name="orpo", data_kinds=("preference",), params=_pref.ORPOParams,
+        trl_config="trl.experimental.orpo:ORPOConfig", trl_trainer="trl.experimental.orpo:ORPOTrainer",
+        build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:orpo_config_kwargs",
+        description="ORPO: SFT loss + odds-ratio preference term, no reference model"),
+    "kto": MethodSpec(
+        name="kto", data_kinds=("kto", "preference"), params=_pref.KTOParams,
+        trl_config="trl:KTOConfig", trl_trainer="rualign.train.refcache:CachedKTOTrainer",
+        build_dataset=f"{_P}:build_kto_dataset", config_kwargs=f"{_P}:kto_config_kwargs",
+        trainer_kwargs=f"{_P}:reference_trainer_kwargs",
+        description="KTO on labelled completions; preference pairs are unpaired (chosen good, rejected bad)"),
+    "rm": MethodSpec(
+        name="rm", data_kinds=("preference",), params=_pref.RMParams,
+        trl_config="trl:RewardConfig", trl_trainer="trl:RewardTrainer",
+        build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:rm_config_kwargs",
+        build_model="rualign.train.rlhf:build_reward_model", generates=False,
+        description="reward model (sequence classification, one score) on preference pairs"),
+    "rlhf": MethodSpec(
+        name="rlhf", data_kinds=("prompt", "preference", "chat"), params=_pref.RLHFParams,
+        trl_config="rualign.train.rlhf:RLHFConfig", trl_trainer="rualign.train.rlhf:rlhf_trainer",
+        build_dataset=f"{_P}:build_prompt_dataset", config_kwargs="rualign.train.rlhf:rlhf_config_kwargs",
+        trainer_kwargs="rualign.train.rlhf:rlhf_trainer_kwargs",
+        description="online RL (GRPO or RLOO) against a reward model trained by an `rm` stage"),
 }
 
 
