@@ -59,7 +59,7 @@ def top_logprobs_for(winner: str) -> list[dict]:
 
 class FaultServer:
     def __init__(self, *, fault_rate: float = 0.3, seed: int = 0, faults: tuple[str, ...] = FAULTS,
-                 slow_s: float = 1.5, retry_after: str = "0", max_faults_per_key: int = 3, logprobs: bool = True,
+                 slow_s: float = 3.5, retry_after: str = "0", max_faults_per_key: int = 3, logprobs: bool = True,
                  delay_s: float = 0.0, status_override: int | None = None):
         self.fault_rate, self.seed, self.faults = fault_rate, seed, faults
         self.slow_s, self.retry_after, self.max_faults = slow_s, retry_after, max_faults_per_key
