@@ -94,3 +94,35 @@ def test_local_default_logprob_end_to_end(tmp_path, default_model_dir):
     assert score["judge"]["name"] == "local:default"
     top = json.loads(rows[0]["raw"])["top_logprobs"]  # the in-process next-token distribution, sorted
     assert len(top) == 20 and top[0]["logprob"] >= top[-1]["logprob"]
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in ps.splitlines()]
+    return [(int(r[0]), r[2]) for r in rows if len(r) == 3 and r[1] == str(pid)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None,
+                    reason="needs llama-cpp-python[server] (the demo extra)")
+def test_llamacpp_server_stopped_on_ctrl_c(tmp_path):
+    import signal
+    import sys
+    from pathlib import Path
+
+    answers, reference = _write(tmp_path, "a.jsonl", True), _write(tmp_path, "r.jsonl", False)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "rualign", "judge", "--answers", str(answers), "--reference",
+                             str(reference), "--judge", "llamacpp:default", "--cache", str(tmp_path / "c.sqlite"),
+                             "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+    server_pid, deadline = None, time.monotonic() + 60
+    while server_pid is None and time.monotonic() < deadline and proc.poll() is None:
+        server_pid = next((pid for pid, args in _children(proc.pid) if "llama_cpp.server" in args), None)
+        time.sleep(0.1)
+    assert server_pid is not None, "the judge never started its llama.cpp server"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)  # to the judge only: it must stop its server itself
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
