@@ -54,7 +54,8 @@ def _input_hash(source: Source) -> str:
     path = bundled_path(source.path.split(":", 1)[1], source.split) if source.path.startswith(
         "bundled:") else Path(source.path)
     if not path.exists():
-        raise DataError("data path does not exist", path=path)
+        raise DataError("data path does not exist", path=path,
+                        expected="a .jsonl/.json/.parquet file, a save_to_disk folder, hf:<id> or bundled:<name>")
     return file_hash(path)
 
 
@@ -91,7 +92,7 @@ def _load(source: Source, on_error: str, result: SourceResult) -> list[dict]:
             continue
         record["id"] = _record_id(source.name, record, taken, raw.index)
         record["source"] = source.name
-        record["_row"], record["_line"] = raw.index, raw.line
+        record["_row"], record["_line"], record["_file"] = raw.index, raw.line, source.path
         records.append(record)
     result.rows_in += len(unreadable)  # malformed lines never reach the loop above
     errors = unreadable + errors
@@ -118,8 +119,8 @@ def _count_answer_tokens(records: list[dict], tokenizer: str) -> None:
         for record in todo:
             value = record["meta"].get("answer_tokens")
             if not isinstance(value, int):
-                raise DataError(f"tokenizer: column needs an integer answer_tokens column (row {record['_row']})",
-                                path=record["source"])
+                raise DataError(f"tokenizer: column needs an integer answer_tokens column (row {record['_row']} has "
+                                f"{value!r})", path=record["_file"], line=record["_line"])
             record["answer_tokens"] = value
         return
     spans = [answers_of(r) for r in todo]

@@ -91,7 +91,8 @@ def _read_jsonl(file: Path, on_error: str, errors: list[tuple[RawRow, str]]) -> 
     if not text.strip():
         raise DataError("file is empty", path=file, expected="one JSON object per line")
     index = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): text may hold U+2028 or NEL, which JSON leaves unescaped
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

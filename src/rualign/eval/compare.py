@@ -39,6 +39,9 @@ def _values(score: dict, path: Path) -> dict[str, float | None]:
         if not isinstance(entry, dict) or "id" not in entry:
             raise RualignError(f"per_prompt entry {row} has no id", path=path)
         value = entry.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RualignError(f"per_prompt entry {row} ('{entry['id']}') has value {value!r}", path=path,
+                               expected="a number in [0, 1] or null")
         values[str(entry["id"])] = None if value is None else float(value)
     return values
 

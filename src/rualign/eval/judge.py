@@ -84,29 +84,35 @@ def load_answers(path: str | Path) -> dict[str, dict]:
         raise DataError("answers file not found", path=path)
     records: dict[str, dict] = {}
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", path=path, line=number,
-                                expected="one answer record per line (docs/formats.md)") from exc
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
-                raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
-                                expected='{"id": str, "prompt": [messages], "answer": str, ...}')
-            pid = str(row["id"])
-            if pid in records:
-                raise DataError(f"duplicate id '{pid}' (first on line {lines[pid]})", path=path, line=number,
-                                expected="each id once")
-            prompt = row.get("prompt")
-            if isinstance(prompt, str):
-                row["prompt"] = [{"role": "user", "content": prompt}]
-            elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt)):
-                raise DataError(f"record '{pid}' has no prompt messages", path=path, line=number,
-                                expected="'prompt': [{'role': 'user', 'content': ...}]")
-            records[pid], lines[pid] = row, number
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM is tolerated
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", path=path, line=raw[: exc.start].count(b"\n") + 1,
+                        expected="UTF-8 text (re-encode, e.g. iconv -f cp1251 -t utf-8)") from exc
+    # split("\n"), not splitlines(): answers may hold U+2028 or NEL, which JSON leaves unescaped
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON: {exc.msg}", path=path, line=number,
+                            expected="one answer record per line (docs/formats.md)") from exc
+        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
+            raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
+                            expected='{"id": str, "prompt": [messages], "answer": str, ...}')
+        pid = str(row["id"])
+        if pid in records:
+            raise DataError(f"duplicate id '{pid}' (first on line {lines[pid]})", path=path, line=number,
+                            expected="each id once")
+        prompt = row.get("prompt")
+        if isinstance(prompt, str):
+            row["prompt"] = [{"role": "user", "content": prompt}]
+        elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt)):
+            raise DataError(f"record '{pid}' has no prompt messages", path=path, line=number,
+                            expected="'prompt': [{'role': 'user', 'content': ...}]")
+        records[pid], lines[pid] = row, number
     if not records:
         raise DataError("no answer records", path=path, expected="at least one line")
     return records

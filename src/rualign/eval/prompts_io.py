@@ -70,10 +70,12 @@ def load_prompts(spec: str | Path) -> list[dict[str, Any]]:
 
 def _read_records(path: Path) -> list[tuple[int, Any]]:
     """(line or 1-based row, record) pairs from a JSON list or a JSONL file."""
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM is tolerated
     except UnicodeDecodeError as exc:
-        raise DataError("not UTF-8 text", path=path) from exc
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", path=path, line=raw[: exc.start].count(b"\n") + 1,
+                        expected="UTF-8 text (re-encode, e.g. iconv -f cp1251 -t utf-8)") from exc
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -83,7 +85,8 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
                             expected="a JSON list of prompt objects") from exc
         return [(row, record) for row, record in enumerate(data, start=1)]
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): prompts may hold U+2028 or NEL, which JSON leaves unescaped
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
