@@ -263,3 +263,21 @@ def test_kill_9_then_rerun_repeats_no_finished_call(tmp_path, pair_files):
         fresh = cfg.model_copy(update={"cache": str(tmp_path / "fresh.sqlite")})
         run_judge(answers, reference, fresh, tmp_path / "clean")
     assert strip_cached(read_rows(tmp_path / "out")) == strip_cached(read_rows(tmp_path / "clean"))
+
+
+def test_cli_all_calls_failing_is_an_error_with_the_reason(tmp_path, pair_files, capsys):
+    answers, reference = pair_files(2)
+    with FaultServer() as server:
+        url = server.base_url  # closed on exit: every call gets "connection refused"
+    code = main(["judge", "--answers", str(answers), "--reference", str(reference), "--judge", f"openai:x@{url}",
+                 "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "out"), "--judge-config",
+                 str(_write_settings(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and "no prompt could be judged: all 2 failed" in err and "ConnectError" in err
+    assert len(read_rows(tmp_path / "out")) == 4  # the failures are still written, never dropped
+
+
+def _write_settings(tmp_path: Path) -> Path:
+    path = tmp_path / "settings.yaml"
+    path.write_text("base_url: http://unused\nmax_retries: 1\nbackoff_base_s: 0.01\n")
+    return path

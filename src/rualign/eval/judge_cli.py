@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from rualign.errors import RualignError
+
     from rualign.eval.judge import run_judge
     from rualign.eval.schema import parse_judge_spec
 
@@ -47,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
                       cache_path=args.cache)
     console = Console(stderr=False)
     failures = score["failures"]["count"]
+    if not score["n"]:
+        reasons = score["failures"]["reasons"]
+        first = next(iter(reasons.values()), "unknown")
+        raise RualignError(f"no prompt could be judged: all {failures} failed; first reason: {first}",
+                           path=f"{args.out}/judgments.jsonl",
+                           hint="check the judge endpoint; a rerun retries only the failed calls")
     ci = f"[{score['ci_low']}, {score['ci_high']}]" if score.get("ci_low") is not None else "[n/a]"
     console.print(f"score {score['score']} {ci} (95% CI) over {score['n']}/{score['n_prompts']} prompts; "
                   f"wins {score['wins']}, ties {score['ties']}, losses {score['losses']}; "
