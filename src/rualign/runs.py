@@ -125,14 +125,20 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(self.path)
-        self._handle = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _truncate_torn_tail(self.path)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from exc
 
     def append(self, row: Any) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:  # a line torn by a full disk is cut off by the next open, like one torn by a kill
+            self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from exc
 
     def close(self) -> None:
         self._handle.close()

@@ -22,7 +22,7 @@ from rualign.data.sources import (RawRow, RowError, answers_of, bundled_path, ch
 from rualign.data.tokens import count_tokens, length_stats
 from rualign.errors import DataError
 from rualign.progress import progress
-from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, write_jsonl, write_manifest
+from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_jsonl, write_manifest
 
 
 @dataclass
@@ -252,6 +252,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = Fa
     if dry_run or out_dir is None:
         return manifest
     out = Path(out_dir)
+    # An old manifest must not vouch for files this run is about to replace (a crash midway would mix them).
+    (out / MANIFEST).unlink(missing_ok=True)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "val.jsonl", val)
     write_jsonl(out / "rejected.jsonl", [rej for r in results.values() for rej in r.rejected])

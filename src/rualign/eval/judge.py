@@ -23,7 +23,7 @@ from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, request_params
 from rualign.eval.schema import JudgeConfig
-from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
+from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
     write_manifest
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,8 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
     cache_file = Path(cache_path or cfg.cache or default_cache_path())
     with JudgeCache(cache_file) as cache, backend_factory(cfg) as make_backend:
         rows, stats = asyncio.run(_judge_all(jobs, make_backend, cfg, template, cache))
+    # An old manifest must not vouch for files this run is about to replace (a crash midway would mix them).
+    (out_dir / MANIFEST).unlink(missing_ok=True)
     write_jsonl(out_dir / "judgments.jsonl", rows)
     modes = sorted({r["mode"] for r in rows})
     score = compute_score(rows, model_answers, reference_answers, target=target, seed=seed)
