@@ -39,7 +39,7 @@ def data_folder(path: Path, rows: list[dict], kind: str) -> Path:
 
 def stage(name: str, method: str, data: Path, **extra) -> dict:
     base = {"name": name, "method": method, "data": str(data), "max_steps": 8, "batch_size": 4, "lr": 5e-3,
-            "samples": 0, "max_length": 64, "save_steps": 1000, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+            "samples": 0, "max_length": 128, "save_steps": 1000, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
     return {**base, **extra}
 
 
@@ -80,6 +80,8 @@ def test_loss_falls_on_a_memorisable_set(method, extra, tiny_model_dir, tmp_path
         assert manifest["builder_info"]["ref_cache"]["train"]["hit"] is False
     if method == "rm":
         import json
+
+        assert manifest["rows"]["train"]["kept"] == 4 and manifest["rows"]["train"]["dropped_longer_than_max_length"] == 0
 
         merged = Path(manifest["model_path"])
         assert json.loads((merged / "config.json").read_text())["architectures"][0].endswith(
@@ -229,3 +231,34 @@ def test_rlhf_trains_against_an_rm_stage(algorithm, tiny_model_dir, tmp_path):
     for row in log:
         assert math.isfinite(row["loss"]) and math.isfinite(row["reward"])
     assert any(row["reward_std"] > 0 for row in log)
+
+
+def test_a_policy_cannot_start_from_a_reward_model(tiny_model_dir, tmp_path):
+    from rualign.train.preference import build_prompt_dataset
+
+    config = train_config(tiny_model_dir, [stage("rm", "rm", tmp_path),
+                                           stage("rl", "rlhf", tmp_path, reward_model="rm")])
+    ctx = SimpleNamespace(config=config, stage=config.stages[1], info={}, log=lambda m: None)
+    with pytest.raises(RualignError, match="'rl' \\(rlhf\\) would start from 'rm', a reward model"):
+        build_prompt_dataset(pref_rows(1), ctx)
+
+
+def test_rm_counts_pairs_longer_than_max_length_and_refuses_when_none_fit(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from rualign.train.preference import build_rm_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = pref_rows(3)
+    rows[1]["chosen"][0]["content"] = "очень длинный ответ " * 60
+    ctx = SimpleNamespace(stage=SimpleNamespace(name="rm", method="rm", max_length=128), tokenizer=tokenizer,
+                          info={}, log=lambda m: None)
+    dataset = build_rm_dataset(rows, ctx)
+    assert len(dataset) == 2 and ctx.info["rows"]["train"]["dropped_longer_than_max_length"] == 1
+    assert ctx.info["rows"]["train"]["dropped_ids"] == ["p1"]
+    whole = tokenizer.apply_chat_template(rows[0]["prompt"] + rows[0]["chosen"], tokenize=True, return_dict=True)
+    assert dataset[0]["chosen_ids"] == list(whole["input_ids"]) and "не знаю" in tokenizer.decode(
+        dataset[0]["rejected_ids"])
+    ctx.stage.max_length = 8
+    with pytest.raises(RualignError, match="every pair is longer than max_length=8"):
+        build_rm_dataset(rows, ctx)

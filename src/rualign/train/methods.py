@@ -117,7 +117,7 @@ METHODS: dict[str, MethodSpec] = {
     "rm": MethodSpec(
         name="rm", data_kinds=("preference",), params=_pref.RMParams,
         trl_config="trl:RewardConfig", trl_trainer="trl:RewardTrainer",
-        build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:rm_config_kwargs",
+        build_dataset=f"{_P}:build_rm_dataset", config_kwargs=f"{_P}:rm_config_kwargs",
         build_model="rualign.train.rlhf:build_reward_model", generates=False,
         description="reward model (sequence classification, one score) on preference pairs"),
     "rlhf": MethodSpec(

@@ -78,7 +78,20 @@ def _where(row: dict, index: int) -> str:
     return f"row {index + 1} (id {row.get('id', '?')!r})"
 
 
+def _check_parent_is_a_generator(ctx: Any) -> None:
+    """A policy cannot start from a reward model (an `rm` stage exports a classifier, not a causal LM)."""
+    config = getattr(ctx, "config", None)
+    if config is None or ctx.stage.method == "rm":
+        return
+    parent = config.parent_of(ctx.stage)
+    if parent is not None and config.stage(parent).method == "rm":
+        raise RualignError(f"stage '{ctx.stage.name}' ({ctx.stage.method}) would start from '{parent}', a "
+                           "reward model", hint=f"set `parent:` to the stage the policy continues from; "
+                                                f"name '{parent}' in `reward_model:` instead")
+
+
 def _check_kinds(rows: list[dict], ctx: Any, accepted: tuple[str, ...]) -> None:
+    _check_parent_is_a_generator(ctx)
     method = getattr(ctx.stage, "method", "?")
     for index, row in enumerate(rows):
         kind = row.get("kind")
@@ -116,14 +129,61 @@ def preference_pairs(rows: list[dict], ctx: Any) -> list[dict]:
              "rejected": _messages(r, "rejected", i, single_assistant=True)} for i, r in enumerate(rows)]
 
 
+def _ids(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        add_generation_prompt=generation_prompt)
+    return list(out["input_ids"])
+
+
 def build_preference_dataset(rows: list[dict], ctx: Any):
-    """dpo / simpo / orpo / rm: TRL's conversational preference format, untokenized (TRL tokenizes)."""
+    """dpo / simpo / orpo: TRL's conversational preference format, untokenized (TRL tokenizes).
+
+    Lengths are measured here so the manifest says how many pairs TRL will truncate to max_length, and
+    how many it will drop because the prompt alone fills max_length (DPO drops those)."""
     from datasets import Dataset
 
     pairs = preference_pairs(rows, ctx)
-    identical = sum(p["chosen"][0]["content"] == p["rejected"][0]["content"] for p in pairs)
-    _record_rows(ctx, {"in": len(rows), "kept": len(pairs), "chosen_equals_rejected": identical})
+    max_length, tokenizer = ctx.stage.max_length, getattr(ctx, "tokenizer", None)
+    counts = {"in": len(rows), "kept": len(pairs),
+              "chosen_equals_rejected": sum(p["chosen"][0]["content"] == p["rejected"][0]["content"]
+                                            for p in pairs)}
+    if tokenizer is not None:
+        longest = [max(len(_ids(tokenizer, p["prompt"] + p["chosen"])), len(_ids(tokenizer, p["prompt"] + p["rejected"])))
+                   for p in pairs]
+        prompts = [len(_ids(tokenizer, p["prompt"], True)) for p in pairs]
+        counts["truncated_to_max_length"] = sum(n > max_length for n in longest)
+        counts["prompt_fills_max_length"] = sum(n >= max_length for n in prompts)
+        if pairs and counts["prompt_fills_max_length"] == len(pairs):
+            raise RualignError(f"stage '{ctx.stage.name}': every prompt is at least max_length={max_length} "
+                               "tokens, so no completion token is left to train on", hint="raise max_length")
+    _record_rows(ctx, counts)
     return Dataset.from_list(pairs)
+
+
+def build_rm_dataset(rows: list[dict], ctx: Any):
+    """rm: pairs tokenized here (prompt + answer through the chat template, as TRL does) so that pairs
+    longer than max_length are counted in the manifest (TRL's RewardTrainer drops them without a word)."""
+    from datasets import Dataset
+
+    pairs = preference_pairs(rows, ctx)
+    max_length = ctx.stage.max_length
+    columns: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    too_long = []
+    for row, pair in zip(rows, pairs):
+        chosen = _ids(ctx.tokenizer, pair["prompt"] + pair["chosen"])
+        rejected = _ids(ctx.tokenizer, pair["prompt"] + pair["rejected"])
+        if max(len(chosen), len(rejected)) > max_length:
+            too_long.append(row.get("id"))
+            continue
+        columns["chosen_ids"].append(chosen)
+        columns["rejected_ids"].append(rejected)
+    _record_rows(ctx, {"in": len(rows), "kept": len(columns["chosen_ids"]),
+                       "dropped_longer_than_max_length": len(too_long), "dropped_ids": too_long[:20]})
+    if pairs and not columns["chosen_ids"]:
+        raise RualignError(f"stage '{ctx.stage.name}': every pair is longer than max_length={max_length} tokens "
+                           "(a reward model scores whole answers, so long pairs are dropped, not cut)",
+                           hint="raise max_length")
+    return Dataset.from_dict(columns)
 
 
 def kto_rows(rows: list[dict], ctx: Any) -> tuple[list[dict], dict]:
