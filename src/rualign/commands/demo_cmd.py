@@ -16,8 +16,7 @@ end; they say nothing about answer quality. For real numbers point the judge at 
 Qwen2.5-72B-Instruct with vLLM and set in the experiment file:
 
   eval:
-    judge: {backend: openai, base_url: "http://localhost:8000/v1", model: Qwen/Qwen2.5-72B-Instruct,
-            api_key_env: JUDGE_API_KEY, mode: logprob}
+    judge: configs/judge/vllm-qwen72b.yaml     # vLLM serving Qwen2.5-72B-Instruct, key in $JUDGE_API_KEY
 
 (or `judge: openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1`); configs/study/ has the full setup."""
 

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", help="stage store (default: <out>/_store)")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this experiment (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="with --dry-run: a prompts file not downloaded yet is a note, not an error")
     parser.add_argument("--no-report", action="store_true", help="skip <out>/report")
     parser.set_defaults(handler=run)
 
@@ -34,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     from rualign.pipeline import plan_files, print_plan, run_plan
 
-    plan = plan_files(args.experiments, args.out, store=args.store, only=args.only)
+    from rualign.errors import RualignError
+
+    if args.allow_missing and not args.dry_run:
+        raise RualignError("--allow-missing only applies to --dry-run", path="--allow-missing")
+    plan = plan_files(args.experiments, args.out, store=args.store, only=args.only, allow_missing=args.allow_missing)
     console = Console()
     if args.dry_run:
         print_plan(plan, console)

@@ -27,7 +27,7 @@ def select(experiments: list[Experiment], only: list[str] | None, source: str) -
 
 
 def plan_files(files: list[str | Path], out_dir: str | Path, *, store: str | Path | None = None,
-               only: list[str] | None = None) -> Plan:
+               only: list[str] | None = None, allow_missing: bool = False) -> Plan:
     """Load and validate every experiment of every file and plan them together (shared store)."""
     experiments: list[Experiment] = []
     for file in files:
@@ -39,7 +39,7 @@ def plan_files(files: list[str | Path], out_dir: str | Path, *, store: str | Pat
     if dupes:
         raise RualignError(f"experiment name(s) {', '.join(dupes)} appear in more than one file",
                            hint="each name is a run folder under --out; rename one")
-    return build_plan(experiments, Path(store) if store else Path(out_dir) / "_store")
+    return build_plan(experiments, Path(store) if store else Path(out_dir) / "_store", allow_missing=allow_missing)
 
 
 def print_plan(plan: Plan, console=None) -> None:

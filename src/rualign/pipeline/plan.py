@@ -79,6 +79,7 @@ class RunPlan:
 @dataclass
 class Plan:
     store: Path
+    allow_missing: bool = False  # dry runs only: a missing prompts file is a note, not an error
     nodes: dict[str, Node] = field(default_factory=dict)  # insertion order = execution order
     runs: list[RunPlan] = field(default_factory=list)
 
@@ -220,8 +221,13 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     from rualign.eval.prompts_io import resolve_prompts_path
 
     prompts = exp.eval.prompts if exp.eval.prompts.startswith("bundled:") else _resolve(exp.eval.prompts, exp)
-    prompts_path = resolve_prompts_path(prompts)  # a missing file is a DataError naming it
-    prompts_hash = file_hash(prompts_path)
+    missing_note = None
+    if plan.allow_missing and not prompts.startswith("bundled:") and not Path(prompts).expanduser().exists():
+        # A dry run of a config whose prompt file the user downloads later (e.g. ru_llm_arena_hard).
+        missing_note = f"MISSING prompts file {prompts}: download it before a real run"
+        prompts_hash = f"missing:{prompts}"
+    else:
+        prompts_hash = file_hash(resolve_prompts_path(prompts))  # a missing file is a DataError naming it
     final, labels = _train_nodes(exp, plan)
     answers = _answers_node(exp.model, final, exp.chat_template, exp.eval.generation, exp, prompts_hash,
                             prompts, exp.name, plan)
@@ -237,12 +243,14 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
                              ref.generation or exp.eval.generation, exp, prompts_hash, prompts,
                              f"reference {ref.model}", plan)
         reference, ref_key = node.id, node.key
+    if missing_note and missing_note not in answers.notes:
+        answers.notes.append(missing_note)
     cfg = judge_config(exp)
     relevant = cfg.model_dump(mode="json", include=_JUDGE_KEYS)
     key = stable_hash({"answers": answers.key, "reference": ref_key, "judge": relevant, "target": exp.eval.target,
                        "seed": exp.eval.judge_seed, "version": 1})
     notes = [f"judge endpoint {cfg.base_url}: not contacted in a dry run"] if cfg.backend == "openai" else []
-    judge = plan.add(Node("judge", key, f"judge {exp.name} ({cfg.display_name()})", plan.store / "judge" / key,
+    judge = plan.add(Node("judge", key, f"judge {exp.name}", plan.store / "judge" / key,
                           {"answers": answers.id, "reference": reference, "config": cfg, "target": exp.eval.target,
                            "seed": exp.eval.judge_seed},
                           deps=[answers.id] + ([reference] if not reference.startswith("file:") else []),
@@ -250,8 +258,8 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     return RunPlan(exp, answers.id, reference, judge.id, labels, cfg)
 
 
-def build_plan(experiments: list[Experiment], store: str | Path) -> Plan:
-    plan = Plan(Path(store).resolve())
+def build_plan(experiments: list[Experiment], store: str | Path, *, allow_missing: bool = False) -> Plan:
+    plan = Plan(Path(store).resolve(), allow_missing=allow_missing)
     for exp in experiments:
         try:
             plan.runs.append(_experiment(exp, plan))

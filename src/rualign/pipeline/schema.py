@@ -1,6 +1,6 @@
 """The experiment file: data recipe(s), training stages and evaluation, one or many experiments per file.
 
-Shapes accepted (docs/formats.md, "Experiment file"):
+Shapes accepted (README, "Experiments"):
   - one experiment at the top level (`name`, `stages`, `eval`, ...);
   - `experiments: [...]` with shared `defaults:` deep-merged into each (the experiment wins);
   - `include: FILE | [FILES]` (relative to the including file), deep-merged under the file's own keys.
