@@ -294,17 +294,89 @@ def test_vllm_backend_without_gpu_is_a_clear_error():
 
 @pytest.mark.slow
 def test_default_model_answers_russian_prompts_deterministically(tmp_path):
+    import torch
+
     from rualign.eval.backends import GenParams, HFBackend
     from rualign.eval.generate import TokenCounter, generate_answers
 
     prompts = [{"id": "ru1", "messages": [{"role": "user", "content": "Как дела?"}], "category": None},
                {"id": "ru2", "messages": [{"role": "user", "content": "Что такое фотосинтез?"}], "category": None}]
-    backend = HFBackend("default", batch_size=2, bf16="off")
-    counter = TokenCounter("default", tokenizer=backend.tokenizer)
-    first = generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "a.jsonl", counter=counter)
-    generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "b.jsonl", counter=counter)
+    threads = torch.get_num_threads()
+    try:  # one thread: on a shared 2-core CPU two spinning OpenMP threads made this 30x slower
+        backend = HFBackend("default", batch_size=2, bf16="off", threads=1)
+        counter = TokenCounter("default", tokenizer=backend.tokenizer)
+        first = generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "a.jsonl",
+                                 counter=counter)
+        generate_answers(prompts, backend, GenParams(max_new_tokens=12), tmp_path / "b.jsonl", counter=counter)
+    finally:
+        torch.set_num_threads(threads)
     assert first.generated == 2
     a = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
     assert a == (tmp_path / "b.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in a.splitlines()]
     assert all(r["answer"].strip() and 0 < r["answer_tokens"] <= 13 for r in rows)
+
+
+# ---------------------------------------------------------------- openai backend against a loopback server
+
+
+@pytest.fixture
+def echo_server():
+    """A minimal OpenAI-compatible server on 127.0.0.1: answers 'echo: <last user turn>' and records requests."""
+    import http.server
+    import threading
+
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server API)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            text = "echo: " + body["messages"][-1]["content"]
+            finish = "length" if body["max_tokens"] < 5 else "stop"
+            payload = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_backend_against_loopback_server(tmp_path, echo_server, monkeypatch, write_jsonl):
+    base, seen = echo_server
+    monkeypatch.setenv("RUALIGN_TEST_KEY", "secret-value-123")
+    prompts = write_jsonl("p.jsonl", [{"id": "a", "prompt": "Привет"}, {"id": "b", "prompt": "Пока"}])
+    out = tmp_path / "answers.jsonl"
+    assert main(["-q", "generate", "--backend", "openai", "--model", "served-model", "--base-url", base + "/",
+                 "--api-key-env", "RUALIGN_TEST_KEY", "--prompts", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "50", "--seed", "5"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["answer"] for r in rows] == ["echo: Привет", "echo: Пока"]
+    assert all(r["finish_reason"] == "stop" and r["answer_tokens"] > 0 for r in rows)
+    assert rows[0]["generator"] == {"backend": "openai", "model": "served-model", "adapter": None}
+    assert rows[0]["params"]["base_url"] == base + "/v1"
+    assert {s["path"] for s in seen} == {"/v1/chat/completions"}
+    assert all(s["auth"] == "Bearer secret-value-123" for s in seen)
+    assert seen[0]["body"]["max_tokens"] == 50 and seen[0]["body"]["seed"] == 5
+    assert "secret-value-123" not in out.read_text(encoding="utf-8")
+
+
+def test_openai_backend_missing_key_env_is_an_error(tmp_path, write_jsonl, monkeypatch, capsys):
+    monkeypatch.delenv("RUALIGN_ABSENT_KEY", raising=False)
+    prompts = write_jsonl("p.jsonl", [{"id": "a", "prompt": "x"}])
+    assert main(["generate", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9",
+                 "--api-key-env", "RUALIGN_ABSENT_KEY", "--prompts", str(prompts),
+                 "--out", str(tmp_path / "a.jsonl")]) == 2
+    assert "RUALIGN_ABSENT_KEY is empty or unset" in capsys.readouterr().err

@@ -78,8 +78,11 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str, *, adapter: str | None = None, chat_template: str = "model",
-                 batch_size: int = 8, bf16: str = "auto"):
+                 batch_size: int = 8, bf16: str = "off", threads: int | None = None):
         import torch
+
+        if threads:  # on a shared CPU, fewer OpenMP threads than cores avoids spin-wait collapse (measured 30x)
+            torch.set_num_threads(threads)
 
         from rualign.models import load_model, load_tokenizer
 
