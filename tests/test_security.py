@@ -106,14 +106,13 @@ def test_planted_api_key_is_never_written(tmp_path, monkeypatch, capfd):
     from fault_server import FaultServer
 
     monkeypatch.setenv("JUDGE_API_KEY", KEY)
-    monkeypatch.setenv("RUALIGN_HOME", str(tmp_path / "home"))
     run = tmp_path / "run"
     run.mkdir()
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "instruction": f"Вопрос {i}?", "category": "c"},
                                           ensure_ascii=False) + "\n" for i in range(4)), encoding="utf-8")
     (tmp_path / "reference.jsonl").write_text(_answer_rows(4, model=False), encoding="utf-8")
-    with FaultServer(fault_rate=0.3, seed=2, faults=("429", "500", "garbage")) as server:
+    with FaultServer(fault_rate=0.0) as server:  # faults and retries are covered in test_judge_*
         url = f"{server.base_url}/v1"
         assert main(["--debug", "generate", "--backend", "openai", "--model", "fault", "--base-url", url,
                      "--api-key-env", "JUDGE_API_KEY", "--prompts", str(prompts), "--out",
@@ -126,7 +125,7 @@ def test_planted_api_key_is_never_written(tmp_path, monkeypatch, capfd):
             json.dumps({**r, "answer": "Эталон."}, ensure_ascii=False) + "\n" for r in generated), encoding="utf-8")
         assert main(["--debug", "judge", "--answers", str(run / "answers.jsonl"), "--reference",
                      str(tmp_path / "reference.jsonl"), "--judge", str(tmp_path / "judge.yaml"),
-                     "--out", str(run / "judge")]) == 0
+                     "--out", str(run / "judge"), "--cache", str(tmp_path / "judge_cache.sqlite")]) == 0
         authorised = [h.get("Authorization") for h in server.headers]
     assert authorised and set(authorised) == {f"Bearer {KEY}"}  # the key was really used...
     (run / "run.json").write_text(json.dumps({
@@ -136,7 +135,7 @@ def test_planted_api_key_is_never_written(tmp_path, monkeypatch, capfd):
     assert main(["--debug", "report", str(run), "--out", str(tmp_path / "report")]) == 0
     captured = capfd.readouterr()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert (tmp_path / "home" / "judge_cache.sqlite").exists() and (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "judge_cache.sqlite").exists() and (tmp_path / "report" / "report.html").exists()
     assert any(p.name == "manifest.json" for p in written) and len(written) >= 10
     leaks = [str(p) for p in written if KEY.encode() in p.read_bytes()]
     assert not leaks, f"the API key was written to {leaks}"  # ...and is in no file,
