@@ -380,3 +380,32 @@ def test_openai_backend_missing_key_env_is_an_error(tmp_path, write_jsonl, monke
                  "--api-key-env", "RUALIGN_ABSENT_KEY", "--prompts", str(prompts),
                  "--out", str(tmp_path / "a.jsonl")]) == 2
     assert "RUALIGN_ABSENT_KEY is empty or unset" in capsys.readouterr().err
+
+
+def test_lora_adapter_is_applied_and_recorded(tmp_path, varied_model_dir, tiny_backend, counter):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rualign.eval.backends import GenParams, HFBackend
+    from rualign.eval.generate import generate_answers
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(varied_model_dir)
+    # init_lora_weights=False: random B as well as A, so the adapter really changes the logits
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+
+    adapted = HFBackend(str(varied_model_dir), adapter=str(adapter_dir), chat_template="chatml_no_system",
+                        batch_size=3, bf16="off")
+    params = GenParams(max_new_tokens=8)
+    batch = [p["messages"] for p in PROMPTS]
+    with_adapter = adapted.generate(batch, params)
+    assert [c.text for c in with_adapter] != [c.text for c in tiny_backend.generate(batch, params)]
+    assert [c.text for c in with_adapter] == [adapted.generate([m], params)[0].text for m in batch]
+    out = tmp_path / "answers.jsonl"
+    generate_answers(PROMPTS[:1], adapted, params, out, counter=counter)
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["generator"] == {"backend": "hf", "model": str(varied_model_dir), "adapter": str(adapter_dir)}
