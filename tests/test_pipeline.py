@@ -150,6 +150,9 @@ def test_unknown_key_names_file_and_line(tmp_path, tiny_model_dir):
     err = _error(tmp_path, tiny_model_dir, "experiments:\n  - name: a\n    stages:\n"
                                            "      - {name: s, method: sft, data: ss, epochz: 2}\n")
     assert "epochz" in err.message and err.line == _line_of(path, "epochz")
+    err = _error(tmp_path, tiny_model_dir, "experiments:\n  - name: a\n    stage_defaults: {warmupz: 1}\n"
+                                           "    stages: [{name: s, method: sft, data: ss}]\n")
+    assert "warmupz" in err.message and err.line == _line_of(path, "warmupz")
 
 
 def test_unknown_key_in_an_included_file_names_that_file(tmp_path, tiny_model_dir):

@@ -18,7 +18,8 @@ Qwen2.5-72B-Instruct with vLLM and set in the experiment file:
   eval:
     judge: configs/judge/vllm-qwen72b.yaml     # vLLM serving Qwen2.5-72B-Instruct, key in $JUDGE_API_KEY
 
-(or `judge: openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1`); configs/study/ has the full setup."""
+or run `rualign demo --judge configs/judge/vllm-qwen72b.yaml` (any judge SPEC works, e.g.
+openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1); configs/study/ has the study's full setup."""
 
 
 def demo_config() -> Path:
@@ -37,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 prompts, 2 training steps, 16 new tokens (checks the wiring only)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--judge", metavar="SPEC", help="another judge, e.g. configs/judge/vllm-qwen72b.yaml or "
+                                                         "openai:MODEL@http://host:8000/v1 (default: llamacpp:default)")
     parser.set_defaults(handler=run)
 
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rualign.commands.run_cmd import finish_report
     from rualign.errors import RualignError
-    from rualign.pipeline import build_plan, load_experiments, print_plan, run_plan
+    from rualign.pipeline import build_plan, load_experiments, print_plan, run_plan, with_judge
 
     config = Path(args.config) if args.config else demo_config()
     if not config.is_file():
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                            hint="run from a source checkout, or pass --config configs/demo.yaml")
     console = Console()
     started = time.perf_counter()
-    experiments = load_experiments(config)
+    experiments = with_judge(load_experiments(config), args.judge)
     if args.quick:
         experiments = quick(experiments)
     plan = build_plan(experiments, Path(args.out) / "_store")
@@ -83,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
     finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target)
     ran = sum(1 for v in outcome.values() if v == "ran")
     console.print(f"done in {time.perf_counter() - started:.0f}s ({ran} stages ran, {len(outcome) - ran} reused)")
-    console.print(JUDGE_NOTE, markup=False, highlight=False)
+    if all(run.judge_config.backend == "llamacpp" and run.judge_config.model == "default" for run in plan.runs):
+        console.print(JUDGE_NOTE, markup=False, highlight=False)
     return 0

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", help="stage store (default: <out>/_store)")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this experiment (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
+    parser.add_argument("--judge", metavar="SPEC", help="judge every experiment with this judge SPEC or judge "
+                                                         "YAML instead of the files' own (e.g. configs/judge/vllm-qwen72b.yaml)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="with --dry-run: a prompts file not downloaded yet is a note, not an error")
     parser.add_argument("--no-report", action="store_true", help="skip <out>/report")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.allow_missing and not args.dry_run:
         raise RualignError("--allow-missing only applies to --dry-run", path="--allow-missing")
-    plan = plan_files(args.experiments, args.out, store=args.store, only=args.only, allow_missing=args.allow_missing)
+    plan = plan_files(args.experiments, args.out, store=args.store, only=args.only, allow_missing=args.allow_missing,
+                      judge=args.judge)
     console = Console()
     if args.dry_run:
         print_plan(plan, console)

@@ -26,12 +26,25 @@ def select(experiments: list[Experiment], only: list[str] | None, source: str) -
     return [e for e in experiments if e.name in only]
 
 
+def with_judge(experiments: list[Experiment], spec: str | None) -> list[Experiment]:
+    """`--judge SPEC` on the command line: the same judge for every experiment (hashes change accordingly)."""
+    if not spec:
+        return experiments
+    out = []
+    for exp in experiments:
+        new = exp.model_copy(update={"eval": exp.eval.model_copy(update={"judge": spec})})
+        new._source = exp._source
+        out.append(new)
+    return out
+
+
 def plan_files(files: list[str | Path], out_dir: str | Path, *, store: str | Path | None = None,
-               only: list[str] | None = None, allow_missing: bool = False) -> Plan:
+               only: list[str] | None = None, allow_missing: bool = False, judge: str | None = None) -> Plan:
     """Load and validate every experiment of every file and plan them together (shared store)."""
     experiments: list[Experiment] = []
     for file in files:
         experiments += load_experiments(file)
+    experiments = with_judge(experiments, judge)
     if only:
         experiments = select(experiments, only, ", ".join(str(f) for f in files))
     names = [e.name for e in experiments]

@@ -10,6 +10,7 @@ says is what runs. Every problem is a ConfigError naming the file and the line o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,14 +200,25 @@ def key_line(node: yaml.Node | None, loc: tuple) -> int | None:
 
 
 def _locate(layers: list[_Layer], candidates: list[tuple]) -> tuple[Path, int | None]:
-    """First layer and location where the key exists; else the most specific file and its first line."""
-    for loc in candidates:
-        for layer in layers:
-            for cut in range(len(loc), 0, -1):
-                line = key_line(layer.node, loc[:cut])
-                if line is not None and cut >= max(1, len(loc) - 1):
+    """Where a key is written: an exact match in any layer first, then its parent; else the main file."""
+    for partial in (False, True):
+        for loc in candidates:
+            for layer in layers:
+                line = key_line(layer.node, loc[:-1] if partial and loc else loc)
+                if line is not None:
                     return layer.path, line
     return layers[0].path, None
+
+
+def _candidates(prefixes: list[tuple], loc: tuple) -> list[tuple]:
+    """YAML locations an error at `loc` may come from, most specific first (stage keys may come from
+    stage_defaults, experiment keys from defaults or an included file)."""
+    found = []
+    for prefix in prefixes:
+        found.append(prefix + loc)
+        if len(loc) > 2 and loc[0] == "stages":
+            found.append(prefix + ("stage_defaults",) + loc[2:])
+    return found
 
 
 def _describe(error: dict) -> str:
@@ -226,7 +238,10 @@ def _validate(model: type, data: dict, layers: list[_Layer], prefixes: list[tupl
     except ValidationError as exc:
         errors = exc.errors()
         loc = tuple(errors[0]["loc"])
-        path, line = _locate(layers, [p + loc for p in prefixes])
+        named = re.search(r"unknown key\(s\) ([\w.-]+)", errors[0]["msg"])
+        if named:  # a stage's method keys are checked as a group: point at the first unknown one
+            loc += (named.group(1),)
+        path, line = _locate(layers, _candidates(prefixes, loc))
         message = _describe(errors[0])
         if len(errors) > 1:
             message += "; also: " + "; ".join(_describe(e) for e in errors[1:4])
