@@ -241,6 +241,8 @@ def test_records_follow_the_format_and_count_tokens(tmp_path, tiny_backend, coun
         assert record["generator"] == {"backend": "hf", "model": tiny_backend.model, "adapter": None}
         assert record["params"]["max_new_tokens"] == 5 and record["params"]["seed"] == 3
         assert record["params"]["chat_template"] == "chatml_no_system"
+        assert record["params"]["device"] == "cpu" and record["params"]["dtype"] == "float32"
+        assert record["params"]["autocast"] is None
 
 
 def test_sampling_is_seeded(tiny_backend):

@@ -88,13 +88,19 @@ class HFBackend:
 
         self.model, self.adapter, self.batch_size = model, adapter, max(1, batch_size)
         self.chat_template = chat_template
-        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
-        self.lm = load_model(model, adapter=adapter).eval()
-        self.stop_ids = self._stop_ids()
-        self.pad_id = self._pad_id()
         if bf16 not in ("auto", "on", "off"):
             raise RualignError(f"unknown bf16 setting '{bf16}'", path="--bf16", expected="auto, on or off")
-        self.autocast = bf16 == "on" or (bf16 == "auto" and bf16_autocast_ok())
+        # A visible GPU is used with bf16 weights (the usual inference setup); on CPU weights stay fp32 and
+        # bf16 is at most an autocast, off by default (see gen_cli for why).
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
+        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
+        self.lm = load_model(model, adapter=adapter, dtype=torch.bfloat16 if cuda_bf16 else None)
+        self.lm = self.lm.to(self.device).eval()
+        self.dtype = str(next(self.lm.parameters()).dtype).replace("torch.", "")
+        self.stop_ids = self._stop_ids()
+        self.pad_id = self._pad_id()
+        self.autocast = self.device == "cpu" and (bf16 == "on" or (bf16 == "auto" and bf16_autocast_ok()))
         self._torch = torch
 
     def _stop_ids(self) -> set[int]:
@@ -121,7 +127,8 @@ class HFBackend:
         return min(self.stop_ids)
 
     def settings(self) -> dict[str, Any]:
-        return {"chat_template": self.chat_template, "autocast": "bf16" if self.autocast else None}
+        return {"chat_template": self.chat_template, "device": self.device, "dtype": self.dtype,
+                "autocast": "bf16" if self.autocast else None}
 
     def encode(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -149,8 +156,9 @@ class HFBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            output = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        return [self._completion(row.tolist()) for row in output[:, width:]]
+            output = self.lm.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                      **kwargs)
+        return [self._completion(row.tolist()) for row in output[:, width:].cpu()]
 
     def _completion(self, tokens: list[int]) -> Completion:
         for index, token in enumerate(tokens):
