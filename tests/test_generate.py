@@ -82,7 +82,7 @@ def test_bundled_eval_prompts():
     (['{"id": "a", "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'],
      "must end with a non-empty user turn", 1),
     (['{"id": "a", "prompt": [{"role": "robot", "content": "q"}]}'], "message 0", 1),
-    (['[1, 2]'], "must be a JSON object", 1),
+    (['{"id": "a", "prompt": "x"}', '"just a string"'], "must be a JSON object, got str", 2),
 ])
 def test_prompt_errors_name_file_and_line(tmp_path, lines, message, line):
     path = _write(tmp_path / "bad.jsonl", "\n".join(lines) + "\n")
@@ -411,3 +411,18 @@ def test_lora_adapter_is_applied_and_recorded(tmp_path, varied_model_dir, tiny_b
     generate_answers(PROMPTS[:1], adapted, params, out, counter=counter)
     record = json.loads(out.read_text(encoding="utf-8"))
     assert record["generator"] == {"backend": "hf", "model": str(varied_model_dir), "adapter": str(adapter_dir)}
+
+
+def test_json_list_errors_name_the_row(tmp_path):
+    rows = [{"id": "a", "instruction": "Вопрос?"}, {"id": "b", "instruction": "   "}]
+    path = _write(tmp_path / "bad.json", json.dumps(rows, ensure_ascii=False, indent=2))
+    with pytest.raises(RualignError, match="row 2: empty or non-string 'instruction'") as info:
+        load_prompts(path)
+    assert info.value.path == str(path)
+    dup = _write(tmp_path / "dup.json", json.dumps([{"id": "a", "instruction": "x"}, {"id": "a", "instruction": "y"}]))
+    with pytest.raises(RualignError, match="row 2: duplicate prompt id 'a' \\(first seen at row 1\\)"):
+        load_prompts(dup)
+    broken = _write(tmp_path / "broken.json", '[\n  {"id": "a",\n  "instruction": }\n]')
+    with pytest.raises(RualignError, match="malformed JSON") as info:
+        load_prompts(broken)
+    assert info.value.line == 3

@@ -59,8 +59,8 @@ def load_prompts(spec: str | Path) -> list[dict[str, Any]]:
     for where, record in raw:
         prompt = normalise_record(record, path=path, where=where)
         if prompt["id"] in seen:
-            raise DataError(f"duplicate prompt id '{prompt['id']}' (first seen at {seen[prompt['id']]})",
-                            path=path, line=where, expected="unique ids")
+            raise _error(f"duplicate prompt id '{prompt['id']}' (first seen at {_label(seen[prompt['id']])})",
+                         path, where, "unique ids")
         seen[prompt["id"]] = where
         prompts.append(prompt)
     if not prompts:
@@ -68,8 +68,19 @@ def load_prompts(spec: str | Path) -> list[dict[str, Any]]:
     return prompts
 
 
-def _read_records(path: Path) -> list[tuple[int, Any]]:
-    """(line or 1-based row, record) pairs from a JSON list or a JSONL file."""
+def _label(where: int | str) -> str:
+    return where if isinstance(where, str) else f"line {where}"
+
+
+def _error(message: str, path: Path | str, where: int | str | None, expected: str) -> DataError:
+    """JSONL problems carry a line number (file:LINE:); a JSON list's carry its 1-based row in the text."""
+    if isinstance(where, str):
+        return DataError(f"{where}: {message}", path=path, expected=expected)
+    return DataError(message, path=path, line=where, expected=expected)
+
+
+def _read_records(path: Path) -> list[tuple[int | str, Any]]:
+    """(line number, record) pairs from JSONL, or ("row N", record) pairs from a JSON list."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a BOM is tolerated
@@ -83,7 +94,9 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             raise DataError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno,
                             expected="a JSON list of prompt objects") from exc
-        return [(row, record) for row, record in enumerate(data, start=1)]
+        if not isinstance(data, list):
+            raise DataError("a JSON prompts file must hold a list", path=path, expected="[{...}, ...]")
+        return [(f"row {row}", record) for row, record in enumerate(data, start=1)]
     records = []
     # split("\n"), not splitlines(): prompts may hold U+2028 or NEL, which JSON leaves unescaped
     for number, line in enumerate(text.split("\n"), start=1):
@@ -97,9 +110,10 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
     return records
 
 
-def normalise_record(record: Any, *, path: Path | str = "<prompts>", where: int | None = None) -> dict[str, Any]:
+def normalise_record(record: Any, *, path: Path | str = "<prompts>", where: int | str | None = None
+                     ) -> dict[str, Any]:
     def fail(message: str, expected: str = _EXPECTED) -> DataError:
-        return DataError(message, path=path, line=where, expected=expected)
+        return _error(message, path, where, expected)
 
     if not isinstance(record, dict):
         raise fail(f"a prompt must be a JSON object, got {type(record).__name__}")
