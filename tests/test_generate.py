@@ -322,18 +322,29 @@ def test_default_model_answers_russian_prompts_deterministically(tmp_path):
 # ---------------------------------------------------------------- openai backend against a loopback server
 
 
+class _Seen(list):
+    fail_once: set
+
+
 @pytest.fixture
 def echo_server():
     """A minimal OpenAI-compatible server on 127.0.0.1: answers 'echo: <last user turn>' and records requests."""
     import http.server
     import threading
 
-    seen: list[dict] = []
+    seen = _Seen()
+    fail_once: set[str] = set()  # prompts answered with HTTP 500 the first time they are asked
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server API)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            if body["messages"][-1]["content"] in fail_once:
+                fail_once.discard(body["messages"][-1]["content"])
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             text = "echo: " + body["messages"][-1]["content"]
             finish = "length" if body["max_tokens"] < 5 else "stop"
             payload = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}],
@@ -351,6 +362,7 @@ def echo_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    seen.fail_once = fail_once  # type: ignore[attr-defined]
     yield f"http://127.0.0.1:{server.server_address[1]}", seen
     server.shutdown()
     server.server_close()
@@ -426,3 +438,25 @@ def test_json_list_errors_name_the_row(tmp_path):
     with pytest.raises(RualignError, match="malformed JSON") as info:
         load_prompts(broken)
     assert info.value.line == 3
+
+
+def test_openai_failed_requests_keep_the_others_and_resume(tmp_path, echo_server, counter):
+    from rualign.eval.backends import GenParams, OpenAIBackend
+    from rualign.eval.generate import generate_answers, work_path
+
+    base, seen = echo_server
+    seen.fail_once.add("второй")
+    prompts = [{"id": str(i), "messages": [{"role": "user", "content": text}], "category": None}
+               for i, text in enumerate(["первый", "второй", "третий"])]
+    out = tmp_path / "answers.jsonl"
+    backend = OpenAIBackend("m", base_url=base, batch_size=3, max_retries=0)
+    with pytest.raises(RualignError, match="1 of 3 prompts got no answer") as info:
+        generate_answers(prompts, backend, GenParams(max_new_tokens=20), out, counter=counter)
+    assert "rerun the same command" in info.value.render() and not out.exists()
+    assert len(work_path(out).read_text(encoding="utf-8").splitlines()) == 2
+    seen.clear()
+    summary = generate_answers(prompts, OpenAIBackend("m", base_url=base, batch_size=3, max_retries=0),
+                               GenParams(max_new_tokens=20), out, counter=counter)
+    assert summary.reused == 2 and summary.generated == 1 and len(seen) == 1
+    answers = [json.loads(line)["answer"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert answers == ["echo: первый", "echo: второй", "echo: третий"]

@@ -50,7 +50,8 @@ class Backend(Protocol):
 
     def prompt_length(self, messages: list[dict]) -> int: ...
 
-    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]: ...
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion | None]:
+        """One completion per conversation, in order; None for a request that failed after retries."""
 
     def settings(self) -> dict[str, Any]: ...
 
@@ -191,6 +192,7 @@ class OpenAIBackend:
         self._client_args = dict(base_url=self.base_url, model=model, api_key=api_key, concurrency=self.batch_size,
                                  timeout_s=timeout_s, max_retries=max_retries)
         self._client_cls = ChatClient
+        self.failures: list[str] = []
 
     def settings(self) -> dict[str, Any]:
         return {"base_url": self.base_url}  # never the key
@@ -198,23 +200,29 @@ class OpenAIBackend:
     def prompt_length(self, messages: list[dict]) -> int:
         return sum(len(m["content"]) for m in messages)  # characters: only used to order batches
 
-    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion | None]:
         return asyncio.run(self._generate(batch, params))
 
-    async def _generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+    async def _generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion | None]:
         from rualign.eval.client import CallFailed
 
         body = {"max_tokens": params.max_new_tokens, "temperature": params.temperature, "seed": params.seed}
         if params.top_p < 1:
             body["top_p"] = params.top_p
         async with self._client_cls(**self._client_args) as client:
-            try:
-                results = await asyncio.gather(*(client.chat(m, **body) for m in batch))
-            except CallFailed as exc:
-                raise RualignError(f"generation request failed: {exc}", path=self.base_url,
-                                   hint="finished answers are kept; rerun to continue") from exc
-        return [Completion(text=r.text.strip(), finish_reason=str(r.choice.get("finish_reason") or "stop"),
-                           completion_tokens=r.usage.get("completion_tokens") or None) for r in results]
+            results = await asyncio.gather(*(client.chat(m, **body) for m in batch), return_exceptions=True)
+        completions: list[Completion | None] = []
+        for result in results:
+            if isinstance(result, CallFailed):  # counted and retried on the next run; the others are kept
+                self.failures.append(str(result))
+                completions.append(None)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                completions.append(Completion(
+                    text=result.text.strip(), finish_reason=str(result.choice.get("finish_reason") or "stop"),
+                    completion_tokens=result.usage.get("completion_tokens") or None))
+        return completions
 
 
 class VLLMBackend:

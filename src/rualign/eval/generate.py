@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rualign.errors import RualignError
 from rualign.eval.backends import Backend, Completion, GenParams
 from rualign.runs import JsonlAppender, read_jsonl, write_jsonl
 
@@ -43,6 +44,7 @@ class GenerateSummary:
     finish_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     new_tokens: int = 0
+    failed: list[str] = field(default_factory=list)  # ids whose request failed (openai backend)
 
     @property
     def tokens_per_second(self) -> float:
@@ -123,6 +125,9 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
             if len(completions) != len(batch):
                 raise RuntimeError(f"backend returned {len(completions)} answers for {len(batch)} prompts")
             for prompt, completion in zip(batch, completions):
+                if completion is None:
+                    summary.failed.append(prompt["id"])
+                    continue
                 record = make_record(prompt, completion, backend=backend, params=params, counter=counter)
                 appender.append(record)
                 done[prompt["id"]] = record
@@ -131,6 +136,11 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
             if on_batch:
                 on_batch(len(batch))
         summary.seconds = time.perf_counter() - started
+    if summary.failed:
+        # Never write a final file with holes: the finished answers stay in the work file for the rerun.
+        raise RualignError(f"{len(summary.failed)} of {len(prompts)} prompts got no answer (requests failed "
+                           f"after retries): {', '.join(summary.failed[:5])}{' …' if len(summary.failed) > 5 else ''}",
+                           path=work, hint=f"rerun the same command: the {len(done)} finished answers are reused")
     final = [done[p["id"]] for p in prompts]
     for record in final:
         reason = record.get("finish_reason", "?")
