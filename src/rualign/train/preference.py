@@ -148,7 +148,7 @@ def build_preference_dataset(rows: list[dict], ctx: Any):
               "chosen_equals_rejected": sum(p["chosen"][0]["content"] == p["rejected"][0]["content"]
                                             for p in pairs)}
     if tokenizer is not None:
-        longest = [max(len(_ids(tokenizer, p["prompt"] + p["chosen"])), len(_ids(tokenizer, p["prompt"] + p["rejected"])))
+        longest = [max(len(_ids(tokenizer, p["prompt"] + p[side])) for side in ("chosen", "rejected"))
                    for p in pairs]
         prompts = [len(_ids(tokenizer, p["prompt"], True)) for p in pairs]
         counts["truncated_to_max_length"] = sum(n > max_length for n in longest)

@@ -1,7 +1,8 @@
 """Reference log-prob cache: DPO/KTO need the frozen reference model's log-prob of every completion.
 
 They are computed once, before training, and saved on disk under
-`$RUALIGN_HOME/refcache/<key>/` (or `$RUALIGN_REFCACHE/<key>/`) (a parquet file of the reference columns + meta.json), keyed by
+`$RUALIGN_HOME/refcache/<key>/` (or `$RUALIGN_REFCACHE/<key>/`): a parquet file of the reference
+columns + meta.json, keyed by
   - the reference model's content hash (its files),
   - the tokenized dataset's content hash (so tokenizer, chat template, max_length and truncation are in it),
   - the trainer and the arguments that change the numbers (precision, ld_alpha, padding-free, ...).
@@ -97,7 +98,10 @@ class RefCache:
         if not meta_path.exists():
             return None
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        cached = Dataset.from_parquet(str(folder / "ref_logps.parquet"), keep_in_memory=True)
+        import pyarrow.parquet as pq
+
+        # Read with pyarrow, not Dataset.from_parquet, which would copy it into the HF datasets cache.
+        cached = Dataset.from_dict(pq.read_table(folder / "ref_logps.parquet").to_pydict())
         if len(cached) != rows or meta.get("rows") != rows or not set(columns) <= set(cached.column_names):
             raise RualignError("reference log-prob cache entry does not match its data (rows or columns)",
                                path=folder, hint="delete this folder; it is recomputed on the next run")
