@@ -40,7 +40,7 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, lis
         content = message["content"].strip()
         at = full.find(content, len(prefix))
         gap = full[len(prefix):at] if at >= 0 else ""
-        if at < 0 or (gap.strip() and not content == ""):
+        if at < 0 or gap.strip():
             raise RualignError(f"the chat template does not render assistant turn {i} verbatim after the "
                                "generation prompt", hint=TEMPLATE_HINT)
         spans.append((len(prefix), at + len(content)))

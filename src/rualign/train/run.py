@@ -27,6 +27,14 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _barrier() -> None:
+    """Let every rank of a distributed run see a stage's manifest before any starts the next stage."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _log(message: str) -> None:
     if _is_rank_zero() and not os.environ.get("RUALIGN_QUIET"):
         print(message, flush=True)
@@ -110,7 +118,7 @@ def _prepare_dir(stage_dir: Path, key: str) -> Path | None:
 
 
 def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx: StageContext,
-                  stage_dir: Path, has_eval: bool):
+                  stage_dir: Path):
     import dataclasses
 
     import torch
@@ -160,6 +168,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     trained = _train(config, stage, spec, out, stage_dir, start_model, precision, train_rows, val_rows,
                      resume_from, callbacks or [])
     if not _is_rank_zero():
+        _barrier()
         return {}
     manifest = write_manifest(
         stage_dir, stage="train", config_hash=key["config_hash"], name=stage.name, method=stage.method,
@@ -173,6 +182,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
         resumed_from=resume_from.name if resume_from else None, **trained)
     # Checkpoints only serve an interrupted run; a finished stage is reused through its manifest.
     shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    _barrier()
     return manifest
 
 
@@ -203,7 +213,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     ctx.info["split"] = "val"
     eval_ds = resolve(spec.build_dataset)(val_rows, ctx) if val_rows else None
     ctx.info.pop("split")
-    args = training_args(spec, config, stage, ctx, stage_dir, eval_ds is not None)
+    args = training_args(spec, config, stage, ctx, stage_dir)
     extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
     log_cb = make_log_callback(stage_dir / "train_log.jsonl", resume_step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rualign.config import Strict
 
@@ -123,7 +123,6 @@ class TrainConfig(Strict):
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     trust_remote_code: bool = False
     stages: list[StageConfig] = Field(min_length=1)
-    _source: str | None = PrivateAttr(default=None)  # the YAML path, to resolve relative data folders
 
     @model_validator(mode="after")
     def _lineage(self) -> "TrainConfig":
