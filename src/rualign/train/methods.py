@@ -26,6 +26,7 @@ from pydantic import Field
 
 from rualign.config import Strict
 from rualign.train import preference as _pref  # light: pydantic schemas only, no torch/trl at import
+from rualign.train.fast import FastSFTParams as _FastSFTParams  # light too: TRL is imported on first use
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def resolve(ref: str) -> Any:
 
 # ---- method-specific keys -------------------------------------------------------------------------------
 
-class SFTParams(Strict):
+class SFTParams(_FastSFTParams):  # + speed switches (train/fast.py)
     neftune_noise_alpha: float | None = Field(None, gt=0)
 
 
@@ -87,9 +88,9 @@ _P = "rualign.train.preference"
 METHODS: dict[str, MethodSpec] = {
     "sft": MethodSpec(
         name="sft", data_kinds=("chat",), params=SFTParams,
-        trl_config="trl:SFTConfig", trl_trainer="trl:SFTTrainer",
+        trl_config="trl:SFTConfig", trl_trainer="rualign.train.fast:fast_sft_trainer",
         build_dataset="rualign.train.masks:build_sft_dataset",
-        config_kwargs="rualign.train.masks:sft_config_kwargs",
+        config_kwargs="rualign.train.fast:sft_config_kwargs", trainer_kwargs="rualign.train.fast:sft_trainer_kwargs",
         description="supervised fine-tuning, loss on assistant turns only"),
     # Preference methods: builders and trainer glue in train/preference.py (+ refcache.py, rlhf.py).
     "dpo": MethodSpec(
