@@ -16,6 +16,12 @@ from common import save, write_benchmarks_md  # noqa: E402
 
 BENCHES = {
     "data": "bench_data",
+    "judge": "bench_judge",
+    "gen": "bench_gen",
+    "sft_levers": "bench_sft_levers",
+    "flops": "bench_flops",
+    "dpo": "bench_dpo",
+    "sft": "bench_sft",
 }
 
 
