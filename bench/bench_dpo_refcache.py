@@ -1,10 +1,12 @@
 """DPO step time and tokens/s on the embedded default model, with vs without cached reference log-probs.
 
-    python bench/bench_dpo_refcache.py [--steps 6] [--rows 24] [--batch 4]
+    python bench/bench_dpo_refcache.py [--steps 6] [--rows 24] [--batch 4] [--repeat 1]
 
 Three runs of the same LoRA DPO stage: `cold` (cache empty: reference computed once, before training),
 `warm` (cache hit: no reference forward at all) and `online` (ref_cache: false: TRL runs the reference
-forward inside every step). Step time excludes the one-off precompute; `setup` shows it.
+forward inside every step). Step time excludes the one-off precompute (`stage s` includes it, plus
+loading and export). `warm` and `online` alternate `--repeat` times, so a machine shared with other work
+slows both alike; the table shows each run and the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rows", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     os.environ.setdefault("RUALIGN_QUIET", "1")
     from rualign.models import ensure_default_model
@@ -45,14 +48,15 @@ def main() -> None:
     write_jsonl(work / "data" / "train.jsonl", _rows(args.rows))
     write_manifest(work / "data", stage="data", config_hash="bench", kind="preference")
     results = []
-    for name, extra in (("cold", {}), ("warm", {}), ("online", {"ref_cache": False})):
+    plan = [("cold", {})] + [run for _ in range(args.repeat) for run in (("warm", {}), ("online", {"ref_cache": False}))]
+    for index, (name, extra) in enumerate(plan):
         config = TrainConfig.model_validate({"model": str(model), "stages": [{
             "name": "dpo", "method": "dpo", "data": str(work / "data"), "max_steps": args.steps,
             "batch_size": args.batch, "samples": 0, "max_length": 256, "precision": "fp32", **extra}]})
         started = time.perf_counter()
-        manifest = run_stage(config, config.stages[0], work / name)
+        manifest = run_stage(config, config.stages[0], work / f"{name}{index}")
         total = time.perf_counter() - started
-        log = [r for r in read_jsonl(work / name / "dpo" / "train_log.jsonl") if r.get("loss") is not None]
+        log = [r for r in read_jsonl(work / f"{name}{index}" / "dpo" / "train_log.jsonl") if r.get("loss") is not None]
         train_s = manifest["timing"]["train_seconds"]
         cache = manifest["builder_info"].get("ref_cache", {}).get("train", {})
         results.append({"run": name, "steps": manifest["steps"], "s_per_step": round(train_s / manifest["steps"], 3),
@@ -63,8 +67,11 @@ def main() -> None:
     for r in results:
         print(f"{r['run']:8} {r['s_per_step']:8.3f} {r['tokens_per_s']:8.1f} {r['stage_s']:8.1f} "
               f"{str(r['ref_forward_batches']):>10} {r['final_loss']:8.4f}")
-    online = results[2]["s_per_step"]
-    print(f"step speed-up, cached vs online reference: {online / results[1]['s_per_step']:.2f}x")
+    import statistics
+
+    median = {m: statistics.median(r["s_per_step"] for r in results if r["run"] == m) for m in ("warm", "online")}
+    print(f"median s/step: cached {median['warm']:.3f}, online {median['online']:.3f}; "
+          f"speed-up {median['online'] / median['warm']:.2f}x (load average {os.getloadavg()[0]:.1f})")
     print(json.dumps(results))
 
 

@@ -31,8 +31,10 @@ def chat_rows(n: int = 4) -> list[dict]:
              "answer_tokens": 3, "meta": {}} for i in range(n)]
 
 
-def data_folder(path: Path, rows: list[dict], kind: str) -> Path:
+def data_folder(path: Path, rows: list[dict], kind: str, val: list[dict] | None = None) -> Path:
     write_jsonl(path / "train.jsonl", rows)
+    if val:
+        write_jsonl(path / "val.jsonl", val)
     write_manifest(path, stage="data", config_hash="test", kind=kind)
     return path
 
@@ -65,7 +67,8 @@ def _quiet_isolated_refcache(tmp_path, monkeypatch):
 def test_loss_falls_on_a_memorisable_set(method, extra, tiny_model_dir, tmp_path):
     from rualign.train.run import run_stage
 
-    data = data_folder(tmp_path / "data", pref_rows(), "preference")
+    # dpo also gets a validation split: its reference log-probs are cached separately ("eval").
+    data = data_folder(tmp_path / "data", pref_rows(), "preference", val=pref_rows(2) if method == "dpo" else None)
     config = train_config(tiny_model_dir, [stage(method, method, data, **extra)])
     manifest = run_stage(config, config.stages[0], tmp_path / "out")
     seen = losses(tmp_path / "out" / method)
@@ -78,6 +81,9 @@ def test_loss_falls_on_a_memorisable_set(method, extra, tiny_model_dir, tmp_path
     if method in ("dpo", "kto"):
         assert manifest["builder_info"]["reference"]["model"] == str(tiny_model_dir)
         assert manifest["builder_info"]["ref_cache"]["train"]["hit"] is False
+    if method == "dpo":
+        assert manifest["builder_info"]["ref_cache"]["eval"]["forward_batches"] == 1
+        assert math.isfinite(manifest["eval"]["eval_loss"])
     if method == "rm":
         import json
 
