@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rualign.errors import DataError
+from rualign.textio import iter_jsonl, read_utf8
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 BUNDLED = {
@@ -76,42 +77,25 @@ def read_rows(path: str, split: str, on_error: str, errors: list[tuple[RawRow, s
         yield from _read_jsonl(file, on_error, errors)
 
 
-def _decode(file: Path) -> str:
-    raw = file.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")  # a BOM is tolerated
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", path=file, line=line,
-                        expected="UTF-8 text; re-encode with `iconv -f cp1251 -t utf-8` or similar") from exc
-
-
 def _read_jsonl(file: Path, on_error: str, errors: list[tuple[RawRow, str]]) -> Iterator[RawRow]:
-    text = _decode(file)
+    text = read_utf8(file)
     if not text.strip():
         raise DataError("file is empty", path=file, expected="one JSON object per line")
     index = 0
-    # split("\n"), not splitlines(): text may hold U+2028 or NEL, which JSON leaves unescaped
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            row = RawRow(index, number, line[:200])
-            if on_error == "fail":
-                raise DataError(f"malformed JSON: {exc.msg} at column {exc.colno}", path=file, line=number,
-                                expected="one JSON object per line",
-                                hint="set on_error: quarantine to set such rows aside") from exc
-            errors.append((row, f"malformed JSON: {exc.msg}"))
-            index += 1
-            continue
+
+    def quarantine(number: int, line: str, exc: json.JSONDecodeError) -> None:
+        nonlocal index
+        errors.append((RawRow(index, number, line[:200]), f"malformed JSON: {exc.msg}"))
+        index += 1
+
+    for number, data in iter_jsonl(file, text, hint="set on_error: quarantine to set such rows aside",
+                                   on_malformed=None if on_error == "fail" else quarantine):
         yield RawRow(index, number, data)
         index += 1
 
 
 def _read_json(file: Path) -> Iterator[RawRow]:
-    text = _decode(file)
+    text = read_utf8(file)
     if not text.strip():
         raise DataError("file is empty", path=file, expected="a JSON list of objects")
     try:

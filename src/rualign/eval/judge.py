@@ -23,6 +23,7 @@ from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, request_params
 from rualign.eval.schema import JudgeConfig
+from rualign.textio import iter_jsonl, read_utf8
 from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
     write_manifest
 
@@ -84,21 +85,8 @@ def load_answers(path: str | Path) -> dict[str, dict]:
         raise DataError("answers file not found", path=path)
     records: dict[str, dict] = {}
     lines: dict[str, int] = {}
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM is tolerated
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", path=path, line=raw[: exc.start].count(b"\n") + 1,
-                        expected="UTF-8 text (re-encode, e.g. iconv -f cp1251 -t utf-8)") from exc
-    # split("\n"), not splitlines(): answers may hold U+2028 or NEL, which JSON leaves unescaped
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON: {exc.msg}", path=path, line=number,
-                            expected="one answer record per line (docs/formats.md)") from exc
+    text = read_utf8(path)
+    for number, row in iter_jsonl(path, text, expected="one answer record per line (docs/formats.md)"):
         if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
             raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
                             expected='{"id": str, "prompt": [messages], "answer": str, ...}')

@@ -23,6 +23,7 @@ from typing import Any
 
 from rualign.errors import DataError
 from rualign.runs import stable_hash
+from rualign.textio import iter_jsonl, read_utf8
 
 BUNDLED_PREFIX = "bundled:"
 _BUNDLED_DIRS = ("data/samples", "eval/prompts")
@@ -81,12 +82,7 @@ def _error(message: str, path: Path | str, where: int | str | None, expected: st
 
 def _read_records(path: Path) -> list[tuple[int | str, Any]]:
     """(line number, record) pairs from JSONL, or ("row N", record) pairs from a JSON list."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM is tolerated
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", path=path, line=raw[: exc.start].count(b"\n") + 1,
-                        expected="UTF-8 text (re-encode, e.g. iconv -f cp1251 -t utf-8)") from exc
+    text = read_utf8(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -97,17 +93,7 @@ def _read_records(path: Path) -> list[tuple[int | str, Any]]:
         if not isinstance(data, list):
             raise DataError("a JSON prompts file must hold a list", path=path, expected="[{...}, ...]")
         return [(f"row {row}", record) for row, record in enumerate(data, start=1)]
-    records = []
-    # split("\n"), not splitlines(): prompts may hold U+2028 or NEL, which JSON leaves unescaped
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON: {exc.msg}", path=path, line=number,
-                            expected="one JSON object per line (JSONL) or a JSON list") from exc
-    return records
+    return list(iter_jsonl(path, text, expected="one JSON object per line (JSONL) or a JSON list"))
 
 
 def normalise_record(record: Any, *, path: Path | str = "<prompts>", where: int | str | None = None
