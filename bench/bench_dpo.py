@@ -25,7 +25,7 @@ from common import Row
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "src" / "rualign" / "data" / "samples"
-BATCH, MAX_LENGTH, LR, SEED = 4, 512, 5e-6, 42
+BATCH, MAX_LENGTH, LR, SEED = 2, 512, 5e-6, 42
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
@@ -101,7 +101,7 @@ def worker(kind: str, data: Path, work: Path, steps: int, cache_dir: Path) -> di
     return result
 
 
-def run(rows: int = 16) -> list[Row]:
+def run(rows: int = 4) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="rualign-bench-dpo-"))
     data = prepare(work, rows)
     steps = -(-rows // BATCH)  # one epoch

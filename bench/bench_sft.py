@@ -156,7 +156,7 @@ def _spawn(kind: str, train_dir: Path, test_dir: Path, work: Path, steps: int) -
     return json.loads(out.read_text())
 
 
-def run(steps: int = 3, repeats: int = 1) -> list[Row]:
+def run(steps: int = 2, repeats: int = 1) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="rualign-bench-sft-"))
     train_dir, test_dir = prepare(work)
     order = ["ours", "trl", "study"]

@@ -109,3 +109,12 @@ def test_sft_stage_losses_equal_with_speed_switch_on_or_off(switch, tiny_model_d
         logs[on] = [r["loss"] for r in read_jsonl(tmp_path / f"out-{on}" / "s" / "train_log.jsonl") if "loss" in r]
     assert len(logs[True]) == 3
     assert logs[True] == pytest.approx(logs[False], abs=2e-4), logs
+
+
+def test_padding_mask_is_dropped_only_for_right_padding():
+    from rualign.train.fast import right_padded
+
+    assert right_padded(torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]]))
+    assert not right_padded(torch.tensor([[1, 1, 1], [0, 1, 1]]))      # left padding needs its mask
+    assert not right_padded(torch.tensor([[1, 0, 1]]))                  # a hole in the middle
+    assert not right_padded(None)

@@ -8,6 +8,9 @@ next-token label is not -100 *before* the head, so prompt and padding tokens nev
 the same token-mean cross-entropy (same `num_items_in_batch` normalisation under gradient accumulation),
 so losses and gradients equal the plain path (tests/test_fast_sft.py).
 
+Right-padded batches also run without their padding mask (exact: see `right_padded`), so SDPA uses its
+fused causal kernel instead of a masked L x L score tensor: faster, and GiBs less memory at L ~ 1000.
+
 The compact head is added by patching the base model's `forward` (like TRL's own fused head), so the call
 still goes through the DDP and PEFT wrappers: `model(**batch, trainable_only=True)`.
 
@@ -52,6 +55,16 @@ def _supports_compact_head(model: Any) -> str | None:
     return None
 
 
+def right_padded(mask: Any) -> bool:
+    """True when every row is real tokens followed by padding only. Then causal attention *without* the
+    padding mask gives the real tokens exactly the same outputs (no real token sees a later position), the
+    padding positions carry no label, and SDPA can run its fused causal kernel instead of materialising a
+    batch x heads x L x L masked score tensor (faster, and several GiB less memory at L ~ 1000)."""
+    if mask is None or mask.dim() != 2:
+        return False
+    return bool(mask[:, 0].all() and (mask[:, 1:] <= mask[:, :-1]).all())
+
+
 def add_trainable_head(model: Any) -> str | None:
     """Patch `model.forward` (a transformers causal LM, not the PEFT wrapper) so that
     `forward(..., labels=..., trainable_only=True)` returns only the loss, computed on label != -100
@@ -74,6 +87,8 @@ def add_trainable_head(model: Any) -> str | None:
         kwargs["use_cache"] = False
         for key in ("fused_lm_head", "output_hidden_states", "return_dict"):
             kwargs.pop(key, None)
+        if getattr(self, "rualign_drop_padding_mask", True) and right_padded(kwargs.get("attention_mask")):
+            kwargs.pop("attention_mask")  # plain causal attention: see right_padded()
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # looked up per call (PEFT, FSDP)
         targets = labels[:, 1:].to(hidden.device)
         keep = targets != -100
