@@ -75,6 +75,7 @@ def test_loss_falls_on_a_memorisable_set(method, extra, tiny_model_dir, tmp_path
     assert len(seen) == 8 and all(math.isfinite(x) for x in seen)
     assert sum(seen[-2:]) / 2 < seen[0] - 0.05, seen
     assert manifest["method"] == method and manifest["steps"] == 8
+    assert manifest["tokens"] > 8 * 4 * 2 * 20  # 8 steps x 4 pairs x 2 sides x >= 20 tokens each
     if method == "kto":  # 4 pairs unpaired into 8 labelled rows
         assert manifest["rows"]["train"] == {"in": 4, "unpaired_pairs": 4, "kept": 8, "desirable": 4,
                                              "undesirable": 4}

@@ -101,12 +101,14 @@ METHODS: dict[str, MethodSpec] = {
         description="direct preference optimisation against a frozen reference (cached log-probs)"),
     "simpo": MethodSpec(
         name="simpo", data_kinds=("preference",), params=_pref.SimPOParams,
-        trl_config="trl.experimental.cpo:CPOConfig", trl_trainer="trl.experimental.cpo:CPOTrainer",
+        trl_config="trl.experimental.cpo:CPOConfig",
+        trl_trainer="rualign.train.pair_trainers:SimPOTrainer",
         build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:simpo_config_kwargs",
         description="SimPO: length-normalised reward margin, no reference model (CPO trainer, cpo_alpha 0)"),
     "orpo": MethodSpec(
         name="orpo", data_kinds=("preference",), params=_pref.ORPOParams,
-        trl_config="trl.experimental.orpo:ORPOConfig", trl_trainer="trl.experimental.orpo:ORPOTrainer",
+        trl_config="trl.experimental.orpo:ORPOConfig",
+        trl_trainer="rualign.train.pair_trainers:CountingORPOTrainer",
         build_dataset=f"{_P}:build_preference_dataset", config_kwargs=f"{_P}:orpo_config_kwargs",
         description="ORPO: SFT loss + odds-ratio preference term, no reference model"),
     "kto": MethodSpec(
