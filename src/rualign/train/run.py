@@ -197,6 +197,10 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     from rualign.train.trainlog import make_log_callback, write_samples
 
     set_seed(config.seed)
+    if os.environ.get("RUALIGN_QUIET"):  # `rualign -q`: no dataset/progress bars from datasets and TRL
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(start_model, trust_remote_code=config.trust_remote_code)
     apply_chat_template_choice(tokenizer, config.chat_template)
     parent = config.parent_of(stage)
