@@ -27,7 +27,7 @@ defaults:
       val_fraction: 0
       sources:
         - {{name: ss, format: saiga_scored, path: bundled:saiga_scored, sample: {{count: 6}}}}
-  stage_defaults: {{max_steps: 1, batch_size: 2, max_length: 64, samples: 0, lora: {{r: 4, alpha: 8}}}}
+  stage_defaults: {{max_steps: 1, batch_size: 2, max_length: 256, samples: 0, lora: {{r: 4, alpha: 8}}}}
   eval:
     prompts: prompts.jsonl
     generation: {{max_new_tokens: 6, batch_size: 2}}

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--config", help="experiment file to run instead of configs/demo.yaml")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 prompts, 2 training steps, 16 new tokens (checks the wiring only)")
+                        help="smoke run: 2 prompts, 2 training steps of 2 rows of <= 128 tokens, 16 new tokens "
+                             "(checks the wiring only)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
     parser.add_argument("--judge", metavar="SPEC", help="another judge, e.g. configs/judge/vllm-qwen72b.yaml or "
                                                          "openai:MODEL@http://host:8000/v1 (default: llamacpp:default)")
@@ -47,7 +48,8 @@ def quick(experiments: list) -> list:
     """Shrink every experiment to a smoke run (its hashes change, so full-size results are untouched)."""
     out = []
     for exp in experiments:
-        stages = [s.model_copy(update={"max_steps": 2, "samples": 0}) for s in exp.stages]
+        stages = [s.model_copy(update={"max_steps": 2, "samples": 0, "batch_size": 2,
+                                       "max_length": min(s.max_length, 128)}) for s in exp.stages]
         generation = exp.eval.generation.model_copy(update={"max_new_tokens": 16})
         ev = exp.eval.model_copy(update={"limit": 2, "generation": generation})
         if ev.reference.generation is not None:
