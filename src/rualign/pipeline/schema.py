@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from rualign.config import Strict, parse_yaml_text
+from rualign.config import Strict, parse_yaml_text, resolve_relative
 from rualign.errors import ConfigError
 from rualign.eval.schema import JudgeConfig
 from rualign.train.schema import StageConfig, TrainConfig
@@ -271,4 +271,9 @@ def load_experiments(path: str | Path) -> list[Experiment]:
                           expected="one name per experiment (it names the run folder)")
     for experiment in experiments:
         experiment._source = layers[0].path
+        # A model folder written relative to the experiment file works from any working folder.
+        experiment.model = resolve_relative(experiment.model, experiment._source)
+        ref = experiment.eval.reference
+        if ref.model is not None:
+            ref.model = resolve_relative(ref.model, experiment._source)
     return experiments
