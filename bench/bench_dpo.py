@@ -93,9 +93,10 @@ def worker(kind: str, data: Path, work: Path, steps: int, cache_dir: Path) -> di
     os.environ.setdefault("RUALIGN_QUIET", "1")
     os.environ["RUALIGN_REFCACHE"] = str(cache_dir)
     sys.path.insert(0, str(HERE))
-    from common import peak_rss_mb
+    from common import bench_threads, peak_rss_mb
 
-    result = _trl(data, work, steps) if kind == "trl" else _ours(data, work, steps)
+    result = {"threads": bench_threads()}
+    result |= _trl(data, work, steps) if kind == "trl" else _ours(data, work, steps)
     result["s_per_step"] = result["seconds"] / result["steps"]
     result["peak_rss_mb"] = peak_rss_mb()
     return result

@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from common import RESULTS, Row, peak_rss_mb
+from common import RESULTS, Row, bench_threads, peak_rss_mb
 
 SIZE = 2048
 
@@ -80,6 +80,7 @@ def run(steps: int = 2) -> list[Row]:
     from rualign.train.masks import ensure_pad_token
     from rualign.train.schema import LoraSpec
 
+    threads = bench_threads()  # the peak is measured with the same thread count as the steps
     base = str(ensure_default_model())
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -111,7 +112,7 @@ def run(steps: int = 2) -> list[Row]:
     return [Row("flops", "SFT training GFLOP/s (useful, formula in NOTES) vs bf16 matmul peak, default model",
                 round(achieved / 1e9, 1), round(peak / 1e9, 1), f"torch.matmul bf16 {SIZE}^2, same run",
                 ">= 50%", achieved >= 0.5 * peak,
-                f"{achieved / peak:.0%} of peak; {flops / 1e12:.2f} TFLOP in {seconds:.1f} s; profile in "
+                f"{achieved / peak:.0%} of peak; {threads} thread(s); {flops / 1e12:.2f} TFLOP in {seconds:.1f} s; profile in "
                 "bench/results/flops_profile.txt", peak_rss_mb(),
                 extra={"sizes": sizes, "peaks_gflops": [p / 1e9 for p in peaks]})]
 

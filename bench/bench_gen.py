@@ -38,7 +38,10 @@ def run(repeats: int = 2) -> list[Row]:
     from rualign.runs import read_jsonl
 
     model = str(ensure_default_model())
-    backends = {"batched": HFBackend(model, batch_size=BATCH), "single": HFBackend(model, batch_size=1)}
+    # threads=1 for both (rualign generate --threads 1): on a shared CPU two OpenMP threads spin-wait on
+    # each other's small decode matmuls; a first run here with 2 threads took ~60 s per single prompt.
+    backends = {"batched": HFBackend(model, batch_size=BATCH, threads=1),
+                "single": HFBackend(model, batch_size=1, threads=1)}
     counter = TokenCounter()
     params = GenParams(max_new_tokens=MAX_NEW)
     prompts = _prompts()

@@ -8,7 +8,7 @@ same LoRA, lr, seed and number of optimizer steps:
 - trl:   TRL SFTTrainer at the best settings measured here (bf16, group_by_length, pad to 8);
 - study: the study's recipe: HF Trainer + DataCollatorForTokenClassification(pad_to_multiple_of=8),
          random order, fp32, full logits.
-Each reports tokens/s (non-padding tokens seen / trainer.train() seconds) and the token-mean loss on the
+Every contender runs with the same torch thread count (common.bench_threads, 1 here). Each reports tokens/s (non-padding tokens seen / trainer.train() seconds) and the token-mean loss on the
 same 8 held-out rows (grandmaster.test.jsonl, fp32, after training). Order alternates between repeats.
 
     python bench/bench_sft.py [steps] [repeats]
@@ -140,10 +140,12 @@ def _peer(kind: str, train_dir: Path, work: Path, steps: int) -> dict:
 def worker(kind: str, train_dir: Path, test_dir: Path, work: Path, steps: int) -> dict:
     os.environ.setdefault("RUALIGN_QUIET", "1")
     sys.path.insert(0, str(HERE))
-    from common import peak_rss_mb
+    from common import bench_threads, peak_rss_mb
 
+    threads = bench_threads()
     result = _ours(train_dir, work, steps) if kind == "ours" else _peer(kind, train_dir, work, steps)
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
+    result["threads"] = threads
     result["peak_rss_mb"] = peak_rss_mb()  # training only: the held-out pass below loads another model
     result["held_out_loss"] = held_out_loss(result["model"], test_dir)
     return result
@@ -156,7 +158,7 @@ def _spawn(kind: str, train_dir: Path, test_dir: Path, work: Path, steps: int) -
     return json.loads(out.read_text())
 
 
-def run(steps: int = 2, repeats: int = 1) -> list[Row]:
+def run(steps: int = 3, repeats: int = 1) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="rualign-bench-sft-"))
     train_dir, test_dir = prepare(work)
     order = ["ours", "trl", "study"]

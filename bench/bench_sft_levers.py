@@ -2,13 +2,14 @@
 optimizer step (forward + backward + AdamW) on real batches of the bundled GrandMaster rows, non-padding
 tokens per second. All configurations run round-robin in one process on the same batches; medians.
 
-Configurations (each adds one lever to the one before, except `bf16_packed`):
+Configurations (each adds one lever to the one before, except `bf16_packed` and `threads2`):
 - fp32_full:      fp32, random batches padded to a multiple of 8, logits over every position (study recipe)
 - bf16_full:      + bf16 autocast
 - bf16_compact_mask: + LM head and loss on trainable positions only (train/fast.py), padding mask kept
 - bf16_compact:   + right-padded batches run without the padding mask (SDPA's fused causal kernel)
 - bf16_grouped:   + length-grouped batches (the same rows, batched by sorted length: less padding)
 - bf16_packed:    compact head, the random batches packed into one row (padding-free, block-diagonal mask)
+- threads2:       bf16_grouped with 2 torch threads instead of the benchmark's 1 (common.bench_threads)
 
     python bench/bench_sft_levers.py [repeats]
 """
@@ -22,7 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from statistics import median
 
-from common import Row, peak_rss_mb
+from common import Row, bench_threads, peak_rss_mb
 
 SAMPLES = Path(__file__).resolve().parent.parent / "src" / "rualign" / "data" / "samples"
 BATCH, N_BATCHES, SEED = 4, 1, 0
@@ -77,6 +78,7 @@ CONFIGS = {  # name: (bf16, compact head, batches, threads)
     "bf16_compact": (True, True, "random", None),
     "bf16_grouped": (True, True, "grouped", None),
     "bf16_packed": (True, True, "packed", None),
+    "threads2": (True, True, "grouped", 2),
 }
 
 
@@ -105,6 +107,7 @@ def run(repeats: int = 1) -> list[Row]:
     from rualign.train.masks import ensure_pad_token
     from rualign.train.schema import LoraSpec
 
+    bench_threads()
     base = str(ensure_default_model())
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -130,12 +133,12 @@ def run(repeats: int = 1) -> list[Row]:
     padded = {k: sum(b["input_ids"].numel() for b in v) for k, v in batches.items()}
     rows, previous = [], None
     for name in CONFIGS:
-        peer = "fp32_full" if name == "fp32_full" else previous
+        peer = "fp32_full" if name == "fp32_full" else ("bf16_grouped" if name == "threads2" else previous)
         notes = f"{real[CONFIGS[name][2]]} real of {padded[CONFIGS[name][2]]} tokens; runs {speeds[name]}"
         rows.append(Row("sft_levers", f"SFT step tokens/s, {name}", round(med[name], 1),
                         round(med[peer], 1) if name != "fp32_full" else None, peer if name != "fp32_full" else "",
                         "-", None, notes, peak_rss_mb()))
-        if name != "bf16_packed":
+        if name not in ("bf16_packed", "threads2"):
             previous = name
     return rows
 

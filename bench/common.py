@@ -47,6 +47,17 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
+def bench_threads() -> int:
+    """torch threads for the training benchmarks (BENCH_THREADS, default 1), the same for every contender.
+    On this shared 2-core machine two OpenMP threads spin-wait on each other whenever another process takes
+    a core: a LoRA forward+backward measured 5-7x slower with 2 threads than with 1 (bench/NOTES.md)."""
+    import torch
+
+    threads = int(os.environ.get("BENCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (and waited-for children) in MiB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
