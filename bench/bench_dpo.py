@@ -35,7 +35,7 @@ def prepare(work: Path, rows: int) -> Path:
     from rualign.data.schema import Recipe
     from rualign.runs import read_jsonl, write_jsonl
 
-    recipe = validate(Recipe, {"tokenizer": "column", "val_fraction": 0, "sources": [
+    recipe = validate(Recipe, {"tokenizer": "default", "val_fraction": 0, "sources": [
         {"name": "prefs", "format": "saiga_preferences", "path": str(SAMPLES / "saiga_preferences.jsonl")}]}, "dpo")
     folder = work / "data"
     run_recipe(recipe, folder, force=True)
