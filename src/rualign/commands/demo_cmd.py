@@ -89,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
     ran = sum(1 for v in outcome.values() if v == "ran")
     console.print(f"done in {time.perf_counter() - started:.0f}s ({ran} stages ran, {len(outcome) - ran} reused)")
     if all(run.judge_config.backend == "llamacpp" and run.judge_config.model == "default" for run in plan.runs):
-        console.print(JUDGE_NOTE, markup=False, highlight=False)
+        console.print(JUDGE_NOTE, markup=False, highlight=False, soft_wrap=True)
     return 0

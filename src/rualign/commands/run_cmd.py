@@ -65,5 +65,5 @@ def finish_report(folders, out, console, target: int = 540):
     print_table(result["rows"], console)
     for note in result["notes"]:
         console.print(f"  note: {note}", markup=False, highlight=False)
-    console.print(f"report: {result['files']['html']}", markup=False, highlight=False)
+    console.print(f"report: {result['files']['html']}", markup=False, highlight=False, soft_wrap=True)
     return result
