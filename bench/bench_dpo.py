@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row
+from common import Row, default_lora_model
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "src" / "rualign" / "data" / "samples"
@@ -59,24 +59,14 @@ def _ours(data: Path, work: Path, steps: int) -> dict:
 
 
 def _trl(data: Path, work: Path, steps: int) -> dict:
-    import torch
     from datasets import Dataset
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from rualign.models import ensure_default_model
     from rualign.runs import read_jsonl
-    from rualign.train.lora import lora_config
-    from rualign.train.masks import ensure_pad_token
-    from rualign.train.schema import LoraSpec
 
     set_seed(SEED)
-    base = str(ensure_default_model())
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    ensure_pad_token(tokenizer, model)
-    model = get_peft_model(model, lora_config(LoraSpec(**LORA)))
+    tokenizer, model = default_lora_model(**LORA)
     rows = read_jsonl(data / "train.jsonl")
     ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     args = DPOConfig(output_dir=str(work / "ckpt"), per_device_train_batch_size=BATCH, max_steps=steps,

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
-from common import RESULTS, Row, bench_threads, peak_rss_mb
+from common import RESULTS, Row, bench_threads, default_lora_model, peak_rss_mb
 
 SIZE = 2048
 
@@ -71,21 +70,11 @@ def run(steps: int = 2) -> list[Row]:
     from torch.profiler import ProfilerActivity, profile
 
     import bench_sft_levers as levers
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rualign.models import ensure_default_model
     from rualign.train.fast import add_trainable_head
-    from rualign.train.lora import lora_config
-    from rualign.train.masks import ensure_pad_token
-    from rualign.train.schema import LoraSpec
 
     threads = bench_threads()  # the peak is measured with the same thread count as the steps
-    base = str(ensure_default_model())
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    ensure_pad_token(tokenizer, model)
-    model = get_peft_model(model, lora_config(LoraSpec()))
+    tokenizer, model = default_lora_model()
     add_trainable_head(model.get_base_model())
     model.train()
     sizes = model_sizes(model)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import Row
+from common import Row, default_lora_model
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "src" / "rualign" / "data" / "samples"
@@ -90,24 +90,13 @@ def _ours(train_dir: Path, work: Path, steps: int) -> dict:
 
 def _peer(kind: str, train_dir: Path, work: Path, steps: int) -> dict:
     """TRL SFTTrainer (kind 'trl') or the study's HF Trainer recipe (kind 'study') on the same rows."""
-    import torch
     from datasets import Dataset
-    from peft import get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
 
-    from rualign.models import ensure_default_model
     from rualign.runs import read_jsonl
-    from rualign.train.lora import lora_config
-    from rualign.train.masks import ensure_pad_token
-    from rualign.train.schema import LoraSpec
 
     set_seed(SEED)
-    base = str(ensure_default_model())
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    ensure_pad_token(tokenizer, model)
-    model = get_peft_model(model, lora_config(LoraSpec(**LORA)))
+    tokenizer, model = default_lora_model(**LORA)
     encoded = _tokenized(read_jsonl(train_dir / "train.jsonl"), tokenizer)
     common = dict(output_dir=str(work / "ckpt"), per_device_train_batch_size=BATCH, max_steps=steps,
                   learning_rate=LR, lr_scheduler_type="linear", seed=SEED, data_seed=SEED, use_cpu=True,

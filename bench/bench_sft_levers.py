@@ -23,7 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from statistics import median
 
-from common import Row, bench_threads, peak_rss_mb
+from common import Row, bench_threads, default_lora_model, peak_rss_mb
 
 SAMPLES = Path(__file__).resolve().parent.parent / "src" / "rualign" / "data" / "samples"
 BATCH, N_BATCHES, SEED = 4, 1, 0
@@ -98,21 +98,11 @@ def _step(model, optimizer, batch: dict, bf16: bool, compact: bool) -> float:
 
 def run(repeats: int = 1) -> list[Row]:
     import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rualign.models import ensure_default_model
     from rualign.train.fast import add_trainable_head
-    from rualign.train.lora import lora_config
-    from rualign.train.masks import ensure_pad_token
-    from rualign.train.schema import LoraSpec
 
     bench_threads()
-    base = str(ensure_default_model())
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    ensure_pad_token(tokenizer, model)
-    model = get_peft_model(model, lora_config(LoraSpec()))
+    tokenizer, model = default_lora_model()
     add_trainable_head(model.get_base_model())
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # lr 0: same weights

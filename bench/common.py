@@ -107,3 +107,22 @@ def write_benchmarks_md() -> Path:
         text += "\n" + notes.read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def default_lora_model(**lora):
+    """(tokenizer, model): the embedded default in fp32 with a distinct pad token and a LoRA adapter —
+    the starting point every training benchmark shares."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rualign.models import ensure_default_model
+    from rualign.train.lora import lora_config
+    from rualign.train.masks import ensure_pad_token
+    from rualign.train.schema import LoraSpec
+
+    base = str(ensure_default_model())
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    ensure_pad_token(tokenizer, model)
+    return tokenizer, get_peft_model(model, lora_config(LoraSpec(**lora)))
