@@ -1,34 +1,53 @@
-"""Local generation throughput: `rualign generate` hf backend with batches vs one prompt at a time.
+"""Local generation throughput: `rualign generate` (hf backend, continuous batching) vs one prompt at a time.
 
-Same 16 prompts (bundled grandmaster test rows), same greedy settings and max_new_tokens, the embedded
-default model, through `generate_answers` (the real path: resumable work file, token counting). Tokens/s
-counts generated tokens only (a finished row idling in a batch counts nothing). Runs alternate
-batched / single and repeat; medians. The answers must be identical (greedy output is batch-invariant).
+The workload is what `rualign run` generates: the bundled Russian eval prompts (arena-style questions,
+52-206 prompt tokens), greedy, the embedded default model. Three contenders on the same prompts, same
+settings, same threads, back to back in one process:
 
-    python bench/bench_gen.py [repeats]
+- ours: `generate_answers` with the hf backend, `SLOTS` rows in flight (the real path: work file, counting),
+  fp32 (the goal row) and with bf16 autocast (faster; not batch-invariant);
+- transformers.generate on fixed batches of `SLOTS` length-sorted prompts (rualign's previous path);
+- transformers.generate one prompt at a time (the peer of the goal).
+
+Tokens/s counts generated tokens only. The answers must be identical across all three (greedy output
+does not depend on batching in fp32).
+
+    python bench/bench_gen.py
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
-from statistics import median
 
-from common import Row, peak_rss_mb
+from common import Row, bench_threads, peak_rss_mb
 
 SAMPLES = Path(__file__).resolve().parent.parent / "src" / "rualign" / "data" / "samples"
-PROMPTS, MAX_NEW, BATCH = 16, 64, 16
+PROMPTS, MAX_NEW, SLOTS = 32, 128, 32
 
 
 def _prompts() -> list[dict]:
-    from rualign.runs import read_jsonl
-
-    rows = read_jsonl(SAMPLES / "grandmaster.test.jsonl")[:PROMPTS]
-    return [{"id": f"p{i}", "messages": [r["conversation"][0]]} for i, r in enumerate(rows)]
+    rows = json.loads((SAMPLES / "eval_prompts.json").read_text(encoding="utf-8"))[:PROMPTS]
+    return [{"id": r["id"], "messages": [{"role": "user", "content": r["instruction"]}]} for r in rows]
 
 
-def run(repeats: int = 2) -> list[Row]:
+def _fixed_batches(backend, prompts: list[dict], params, size: int) -> tuple[list[str], int, float]:
+    """transformers.generate over length-sorted batches of `size` (size 1: one prompt at a time)."""
+    ordered = sorted(prompts, key=lambda p: -backend.prompt_length(p["messages"]))
+    texts, tokens = {}, 0
+    started = time.perf_counter()
+    for i in range(0, len(ordered), size):
+        batch = ordered[i:i + size]
+        for prompt, completion in zip(batch, backend._generate_fixed([p["messages"] for p in batch], params)):
+            texts[prompt["id"]] = completion.text
+            tokens += completion.completion_tokens
+    return [texts[p["id"]] for p in prompts], tokens, time.perf_counter() - started
+
+
+def run() -> list[Row]:
     import os
 
     os.environ.setdefault("RUALIGN_QUIET", "1")
@@ -37,34 +56,43 @@ def run(repeats: int = 2) -> list[Row]:
     from rualign.models import ensure_default_model
     from rualign.runs import read_jsonl
 
-    model = str(ensure_default_model())
-    # threads=1 for both (rualign generate --threads 1): on a shared CPU two OpenMP threads spin-wait on
-    # each other's small decode matmuls; a first run here with 2 threads took ~60 s per single prompt.
-    backends = {"batched": HFBackend(model, batch_size=BATCH, threads=1),
-                "single": HFBackend(model, batch_size=1, threads=1)}
-    counter = TokenCounter()
-    params = GenParams(max_new_tokens=MAX_NEW)
-    prompts = _prompts()
-    speeds: dict[str, list[float]] = {k: [] for k in backends}
-    answers: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(repeats):
-            for name in (["batched", "single"] if rep % 2 == 0 else ["single", "batched"]):
-                out = Path(tmp) / f"{name}-{rep}.jsonl"
-                summary = generate_answers(prompts, backends[name], params, out, counter=counter)
-                speeds[name].append(summary.tokens_per_second)
-                answers[name] = [r["answer"] for r in read_jsonl(out)]
-                print(f"{name}: {summary.new_tokens} tokens in {summary.seconds:.1f} s = "
-                      f"{summary.tokens_per_second:.1f} tok/s", flush=True)
-    same = answers["batched"] == answers["single"]
-    ours, peer = median(speeds["batched"]), median(speeds["single"])
-    return [Row("gen", f"generation tokens/s, default model, {PROMPTS} prompts, greedy, max_new_tokens {MAX_NEW}",
-                round(ours, 1), round(peer, 1), "one prompt at a time", ">= 5x", ours >= 5 * peer,
-                f"batch {BATCH}; answers identical batched vs single: {same}; runs {speeds}", peak_rss_mb(),
-                extra={"speeds": speeds, "identical": same})]
+    threads = bench_threads()
+    backend = HFBackend(str(ensure_default_model()), batch_size=SLOTS, threads=threads)
+    counter, params, prompts = TokenCounter(), GenParams(max_new_tokens=MAX_NEW), _prompts()
+    speeds, answers = {}, {}
+    bf16 = HFBackend(str(ensure_default_model()), batch_size=SLOTS, threads=threads, bf16="on")
+    for name, contender in (("ours", backend), ("ours_bf16", bf16)):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "answers.jsonl"
+            summary = generate_answers(prompts, contender, params, out, counter=counter)
+            speeds[name] = summary.tokens_per_second
+            answers[name] = [r["answer"] for r in read_jsonl(out)]
+        print(f"{name}: {summary.new_tokens} tokens in {summary.seconds:.1f} s = {speeds[name]:.1f} tok/s",
+              flush=True)
+    for name, size in (("fixed", SLOTS), ("single", 1)):
+        answers[name], tokens, seconds = _fixed_batches(backend, prompts, params, size)
+        speeds[name] = tokens / seconds
+        print(f"{name}: {tokens} tokens in {seconds:.1f} s = {speeds[name]:.1f} tok/s", flush=True)
+    same = answers["ours"] == answers["fixed"] == answers["single"]
+    what = (f"generation tokens/s, default model, {PROMPTS} eval prompts, greedy, max_new_tokens {MAX_NEW}, "
+            f"{threads} thread(s)")
+    rss = peak_rss_mb()
+    return [
+        Row("gen", what, round(speeds["ours"], 1), round(speeds["single"], 1), "transformers.generate, one prompt "
+            "at a time", ">= 5x", speeds["ours"] >= 5 * speeds["single"],
+            f"continuous batching, {SLOTS} slots; answers identical to one-at-a-time: {same}", rss,
+            extra={"speeds": speeds, "identical": same}),
+        Row("gen", what.replace("greedy", "greedy, bf16 autocast (the `rualign run` default on bf16 CPUs)"),
+            round(speeds["ours_bf16"], 1), round(speeds["single"], 1), "transformers.generate fp32, one prompt at a "
+            "time", "-", None, f"answers equal to fp32 one-at-a-time: {sum(a == b for a, b in zip(answers['ours_bf16'], answers['single']))} of {PROMPTS} (bf16 rounding "
+            "changes some greedy continuations)", rss),
+        Row("gen", what, round(speeds["ours"], 1), round(speeds["fixed"], 1), f"transformers.generate, fixed "
+            f"length-sorted batches of {SLOTS}", "-", None,
+            "the gain of continuous batching over rualign's previous fixed batches", rss),
+    ]
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    for row in run(*(int(a) for a in sys.argv[1:2])):
+    for row in run():
         print(row)

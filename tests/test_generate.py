@@ -256,6 +256,15 @@ def test_sampling_is_seeded(tiny_backend):
     assert [c.text for c in first] != [c.text for c in other]
 
 
+def test_a_sampled_answer_does_not_depend_on_its_batch(tiny_backend):
+    from rualign.eval.backends import GenParams
+
+    params = GenParams(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3)
+    together = tiny_backend.generate([p["messages"] for p in PROMPTS], params)
+    alone = [tiny_backend.generate([p["messages"]], params)[0] for p in PROMPTS]
+    assert [c.text for c in together] == [c.text for c in alone]  # seeded per prompt, not per batch
+
+
 def test_cli_generate_end_to_end(tmp_path, tiny_model_dir, write_jsonl, capsys, monkeypatch):
     monkeypatch.setenv("RUALIGN_QUIET", "0")  # `-q` below sets it for the process; restored after the test
     prompts = write_jsonl("p.jsonl", [{"id": p["id"], "prompt": p["messages"]} for p in PROMPTS[:3]])

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from rualign.errors import RualignError, require
 from rualign.runs import stable_hash
@@ -74,7 +74,7 @@ def bf16_autocast_ok() -> bool:
 
 
 class HFBackend:
-    """transformers generate() with left padding; batching never changes greedy output."""
+    """In-process transformers model with continuous batching (decode.py); batching never changes greedy output."""
 
     name = "hf"
 
@@ -97,12 +97,18 @@ class HFBackend:
         cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
         self.tokenizer = load_tokenizer(model, chat_template=chat_template)
         self.lm = load_model(model, adapter=adapter, dtype=torch.bfloat16 if cuda_bf16 else None)
+        if adapter:  # merged once for inference: no per-token LoRA matmuls (merged == base+adapter, tested)
+            self.lm = self.lm.merge_and_unload()
         self.lm = self.lm.to(self.device).eval()
         self.dtype = str(next(self.lm.parameters()).dtype).replace("torch.", "")
         self.stop_ids = self._stop_ids()
         self.pad_id = self._pad_id()
         self.autocast = self.device == "cpu" and (bf16 == "on" or (bf16 == "auto" and bf16_autocast_ok()))
         self._torch = torch
+        from rualign.eval import decode  # imports transformers: only when an hf backend is made
+
+        self._decode = decode
+        self.continuous = decode.supported(self.lm)  # else transformers.generate, one fixed batch at a time
 
     def _stop_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -138,7 +144,67 @@ class HFBackend:
     def prompt_length(self, messages: list[dict]) -> int:
         return len(self.encode(messages))
 
+    def stream(self, conversations: list[list[dict]], params: GenParams) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) for every conversation, in the order answers finish (continuous batching)."""
+        if not self.continuous:
+            for start in range(0, len(conversations), self.batch_size):
+                batch = conversations[start:start + self.batch_size]
+                yield from enumerate(self._generate_fixed(batch, params), start)
+            return
+        decoder = self._decode.ContinuousDecoder(self.lm, stop_ids=self.stop_ids, pad_id=self.pad_id,
+                                           slots=self.batch_size, choose=self._chooser(params))
+        autocast = self._autocast()
+        with autocast:
+            for index, tokens, finish in decoder.run([self.encode(m) for m in conversations],
+                                                     params.max_new_tokens, self._row_maker(params)):
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                yield index, Completion(text=text.strip(), finish_reason=finish, completion_tokens=len(tokens))
+
     def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        completions: list[Completion | None] = [None] * len(batch)
+        for index, completion in self.stream(batch, params):
+            completions[index] = completion
+        return completions  # type: ignore[return-value]
+
+    def _autocast(self) -> Any:
+        if self.autocast:
+            return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _row_maker(self, params: GenParams) -> Callable[[int, list[int]], Any]:
+        torch = self._torch
+
+        def make_row(index: int, prompt: list[int]) -> Any:
+            generator = None
+            if params.temperature > 0:
+                # Seeded by the prompt itself: the same prompt samples the same answer in any batch.
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(params.seed + int(stable_hash(prompt, 8), 16) % (2 ** 31))
+            return self._decode._Row(index=index, prompt_length=len(prompt), generator=generator)
+
+        return make_row
+
+    def _chooser(self, params: GenParams) -> Callable[[Any, list], Any]:
+        torch = self._torch
+        if params.temperature <= 0:
+            return lambda logits, rows: logits.argmax(dim=-1)
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+        warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_p < 1:
+            warpers.append(TopPLogitsWarper(params.top_p))
+
+        def sample(logits: Any, rows: list) -> Any:
+            for warper in warpers:
+                logits = warper(None, logits)
+            probs = torch.softmax(logits, dim=-1)
+            return torch.cat([torch.multinomial(probs[r], 1, generator=row.generator)
+                              for r, row in enumerate(rows)])
+
+        return sample
+
+    def _generate_fixed(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        """transformers.generate over one left-padded batch (models whose cache decode.py does not handle)."""
         torch = self._torch
         encoded = [self.encode(m) for m in batch]
         width = max(len(ids) for ids in encoded)
@@ -155,8 +221,7 @@ class HFBackend:
             torch.manual_seed(params.seed + int(stable_hash([m for m in batch], 8), 16) % (2 ** 31))
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._autocast():
             output = self.lm.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                       **kwargs)
         return [self._completion(row.tolist()) for row in output[:, width:].cpu()]

@@ -27,7 +27,9 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch (openai: concurrent requests)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="hf: rows decoded together (continuous batching: a finished row is replaced at once); "
+                             "openai: concurrent requests; default 16")
     parser.add_argument("--tokenizer", default="default",
                         help="tokenizer that counts answer_tokens (default: the embedded default's)")
     parser.add_argument("--chat-template", choices=("model", "chatml_no_system"), default="model")

@@ -3,7 +3,8 @@
 Resume: each finished answer is appended (fsynced) to `<out stem>.work.jsonl`; a rerun reuses records
 whose prompt, generator, params and counting tokenizer are identical and only answers the missing ids.
 When every prompt has an answer, `answers.jsonl` is written atomically in prompt order and the work file
-removed. Batches are formed from length-sorted prompts (less padding); results go back by id.
+removed. The hf backend streams answers as they finish (continuous batching); the others get batches of
+length-sorted prompts (less padding). Results go back by id.
 `answer_tokens` is counted in a NAMED tokenizer (default: the embedded default), so lengths of answers
 from different models and servers are comparable.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rualign.errors import RualignError
 from rualign.eval.backends import Backend, Completion, GenParams
@@ -105,6 +106,20 @@ def _batches(pending: list[dict], backend: Backend) -> list[list[dict]]:
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
+def _answers(pending: list[dict], backend: Backend, params: GenParams) -> Iterator[tuple[dict, Completion | None]]:
+    """(prompt, completion) pairs as they finish: streamed by a continuous-batching backend, else per batch."""
+    stream = getattr(backend, "stream", None)
+    if stream is not None:
+        for index, completion in stream([p["messages"] for p in pending], params):
+            yield pending[index], completion
+        return
+    for batch in _batches(pending, backend):
+        completions = backend.generate([p["messages"] for p in batch], params)
+        if len(completions) != len(batch):
+            raise RuntimeError(f"backend returned {len(completions)} answers for {len(batch)} prompts")
+        yield from zip(batch, completions)
+
+
 def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, out: str | Path, *,
                      counter: TokenCounter, on_batch: Callable[[int], None] | None = None) -> GenerateSummary:
     """Answer the prompts not yet answered with these settings; write `out` in prompt order when complete."""
@@ -120,21 +135,17 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
             on_batch(len(done))
         pending = [p for p in prompts if p["id"] not in done]
         started = time.perf_counter()
-        for batch in _batches(pending, backend):
-            completions = backend.generate([p["messages"] for p in batch], params)
-            if len(completions) != len(batch):
-                raise RuntimeError(f"backend returned {len(completions)} answers for {len(batch)} prompts")
-            for prompt, completion in zip(batch, completions):
-                if completion is None:
-                    summary.failed.append(prompt["id"])
-                    continue
+        for prompt, completion in _answers(pending, backend, params):
+            if completion is None:
+                summary.failed.append(prompt["id"])
+            else:
                 record = make_record(prompt, completion, backend=backend, params=params, counter=counter)
-                appender.append(record)
+                appender.append(record)  # every answer is durable as soon as it exists
                 done[prompt["id"]] = record
                 summary.generated += 1
                 summary.new_tokens += completion.completion_tokens or record["answer_tokens"]
             if on_batch:
-                on_batch(len(batch))
+                on_batch(1)
         summary.seconds = time.perf_counter() - started
     if summary.failed:
         # Never write a final file with holes: the finished answers stay in the work file for the rerun.

@@ -32,7 +32,7 @@ class Generation(Strict):
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
     bf16: Literal["auto", "on", "off"] = "auto"
     base_url: str | None = None        # openai backend: where the model is served
     api_key_env: str | None = None     # openai backend: NAME of the env var with the key
