@@ -281,3 +281,50 @@ def _write_settings(tmp_path: Path) -> Path:
     path = tmp_path / "settings.yaml"
     path.write_text("base_url: http://unused\nmax_retries: 1\nbackoff_base_s: 0.01\n")
     return path
+
+
+def test_identical_answers_are_ties_without_judge_calls(tmp_path, write_jsonl):
+    model, reference = answer_rows(6, model=True), answer_rows(6, model=False)
+    for i in (1, 4):  # the same text, only the surrounding whitespace differs
+        reference[i]["answer"] = f"  {model[i]['answer']}\n"
+    answers, ref = write_jsonl("answers.jsonl", model), write_jsonl("reference.jsonl", reference)
+    with FaultServer(fault_rate=0.0) as server:
+        score = run_judge(answers, ref, fast_cfg(server, tmp_path), tmp_path / "out")
+        assert server.requests() == 8  # 4 judged prompts x 2 orders; p1 and p4 never reach the judge
+    rows = read_rows(tmp_path / "out")
+    assert len(rows) == 12
+    same = [r for r in rows if r["identical"]]
+    assert sorted({r["id"] for r in same}) == ["p1", "p4"] and len(same) == 4
+    for row in same:
+        assert (row["preference"], row["verdict"], row["mode"], row["error"]) == (0.5, "tie", "identical", None)
+        assert row["raw"] == "" and row["probs"] is None and row["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert all(r["mode"] == "logprob" and r["probs"] for r in rows if not r["identical"])
+    # By hand: the longer answer wins with preference `win`; even ids (p0, p2) are the model's, odd (p3, p5) not.
+    win = (LETTER_PROBS["win"] + LETTER_PROBS["win_space"]) / 0.95 + 0.5 * LETTER_PROBS["tie"] / 0.95
+    values = {"p0": win, "p1": 0.5, "p2": win, "p3": 1 - win, "p4": 0.5, "p5": 1 - win}
+    assert {e["id"]: e["value"] for e in score["per_prompt"]} == pytest.approx(values)
+    assert score["score"] == pytest.approx(round(100 * sum(values.values()) / 6, 2))
+    assert (score["wins"], score["ties"], score["losses"]) == (2, 2, 2) and score["failures"]["count"] == 0
+    assert score["identical_pairs"] == {"count": 2, "ids": ["p1", "p4"]}
+    assert score["order_flip_rate"] == 0.0 and score["judge"]["mode"] == "logprob"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["calls"], manifest["failed_calls"], manifest["identical_pairs"]) == (8, 0, 2)
+
+
+def test_all_identical_answers_start_no_judge(tmp_path, write_jsonl, capsys):
+    model = answer_rows(3, model=True)
+    answers, ref = write_jsonl("answers.jsonl", model), write_jsonl("reference.jsonl", model)
+    # Nothing listens on this address: any attempt to judge would fail the run with api errors.
+    with FaultServer() as server:
+        base_url = server.base_url
+    score = run_judge(answers, ref, fast_cfg(server, tmp_path, base_url=base_url, max_retries=0), tmp_path / "out")
+    assert score["score"] == 50.0 and score["n"] == 3 and score["ties"] == 3 and score["failures"]["count"] == 0
+    assert score["identical_pairs"]["count"] == 3 and score["judge"]["mode"] == "identical"
+    assert score["order_flip_rate"] is None and score["first_slot_win_rate"] is None
+    assert server.requests() == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["calls"] == 0 and manifest["client"]["requests"] == 0
+    code = main(["judge", "--answers", str(answers), "--reference", str(ref), "--judge", f"openai:fault@{base_url}",
+                 "--cache", str(tmp_path / "cli.sqlite"), "--out", str(tmp_path / "cli")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "score 50.0" in out and "3 prompt(s) with the same answer as the reference" in out

@@ -203,3 +203,38 @@ def test_missing_reference_and_duplicate_names_are_noted(tmp_path):
     assert any("reference answers not found" in n for n in result["notes"])
     data = browser_data(load_runs([copy]))
     assert all(item["reference"] is None for item in data["items"])
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_identical_pairs_are_counted_in_csv_diagnostics_and_notes(tmp_path):
+    from rualign.eval.stats import compute_score
+
+    run_dirs = write_fake_runs(tmp_path / "runs")
+    folder = run_dirs[1]  # sft-simpo: make p4's answer equal to the reference, as the judge stage records it
+    judgments = _read_jsonl(folder / "judge" / "judgments.jsonl")
+    for row in judgments:
+        if row["id"] == "p4":
+            row.update(mode="identical", preference=0.5, verdict="tie", probs=None, raw="", identical=True,
+                       usage={"prompt_tokens": 0, "completion_tokens": 0})
+    (folder / "judge" / "judgments.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judgments), encoding="utf-8")
+    answers = {r["id"]: r for r in _read_jsonl(folder / "answers.jsonl")}
+    refs = {r["id"]: r for r in _read_jsonl(tmp_path / "runs" / "reference" / "answers.jsonl")}
+    score = json.loads((folder / "judge" / "score.json").read_text(encoding="utf-8"))
+    score = {**compute_score(judgments, answers, refs, target=540, n_boot=300), "judge": score["judge"]}
+    (folder / "judge" / "score.json").write_text(json.dumps(score, ensure_ascii=False), encoding="utf-8")
+
+    result = build_report(run_dirs, tmp_path / "out")
+    rows = _csv_rows(result["files"]["csv"])
+    assert (rows["sft-simpo"]["identical_pairs"], rows["sft-grandmaster"]["identical_pairs"]) == ("1", "0")
+    assert rows["sft-dpo"]["identical_pairs"] == ""  # not judged
+    assert any(n.startswith("sft-simpo: 1 of 8 answers are identical") for n in result["notes"])
+    page = Path(result["files"]["html"]).read_text(encoding="utf-8")
+    diagnostics = re.search(r'<table id="diagnostics-table">.*?</table>', page, re.DOTALL).group(0)
+    assert "<th>identical pairs</th>" in diagnostics
+    data = browser_data(load_runs(run_dirs))
+    p4 = next(it for it in data["items"] if it["id"] == "p4" and data["runs"][it["run"]] == "sft-simpo")
+    assert p4["outcome"] == "tie" and all(v["identical"] for v in p4["verdicts"])

@@ -183,3 +183,23 @@ def test_all_failed_gives_no_score():
     result = compute_score(judgments, _answers(["a"]), _answers(["a"]))
     assert result["score"] is None and result["n"] == 0 and result["failures"]["count"] == 1
     assert result["tie_rate"] is None and result["lc_score"] is None
+
+
+def _identical(pid):
+    return [{**_j(pid, order, 0.5), "identical": True} for order in ("model_first", "reference_first")]
+
+
+def test_identical_pairs_are_ties_outside_the_judge_diagnostics():
+    # A judge that always prefers slot A: every judged prompt flips, slot A wins 0.9 of the time.
+    judgments = _both("a", 0.9, 0.1) + _both("b", 0.9, 0.1) + _identical("same1") + _identical("same2")
+    ids = ["a", "b", "same1", "same2"]
+    result = compute_score(judgments, _answers(ids), _answers(ids))
+    assert result["score"] == pytest.approx(50.0) and result["n"] == 4  # every value is ½
+    assert (result["wins"], result["ties"], result["losses"]) == (0, 4, 0)
+    assert result["identical_pairs"] == {"count": 2, "ids": ["same1", "same2"]}
+    assert result["failures"]["count"] == 0
+    # Identical pairs had no judge call: diluting these rates with them would hide the position bias.
+    assert result["order_flip_rate"] == pytest.approx(1.0)
+    assert result["first_slot_win_rate"] == pytest.approx(0.9)
+    flags = {row["id"]: row["identical"] for row in result["per_prompt"]}
+    assert flags == {"a": False, "b": False, "same1": True, "same2": True}

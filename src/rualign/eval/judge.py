@@ -3,6 +3,10 @@
 Outputs (docs/formats.md): DIR/judgments.jsonl (one row per order, failures included with `error` set),
 DIR/score.json (stats.compute_score + "judge"), DIR/manifest.json last. Every successful judge call is
 cached in SQLite the moment it returns, so an interrupted run resumes without repeating finished calls.
+
+A prompt whose two answers are the same text (after strip) is never sent to the judge: queried in both
+orders, any judge gives it exactly ½ (order 1 scores P(A) + P(tie)/2, order 2 P(B) + P(tie)/2 with the
+same probabilities, mean ½), so both its rows are written as ties with `"identical": true` and no call.
 """
 
 from __future__ import annotations
@@ -147,14 +151,20 @@ class Job:
     prompt: list[dict]
     answer_a: str
     answer_b: str
+    identical: bool = False  # both answers the same text: scored ½ without a judge call
+
+
+def same_answer(mine: str, theirs: str) -> bool:
+    return mine.strip() == theirs.strip()
 
 
 def build_jobs(model: dict[str, dict], reference: dict[str, dict]) -> list[Job]:
     jobs = []
     for pid, record in model.items():
         mine, theirs = record["answer"], reference[pid]["answer"]
-        jobs.append(Job(len(jobs), pid, "model_first", record["prompt"], mine, theirs))
-        jobs.append(Job(len(jobs), pid, "reference_first", record["prompt"], theirs, mine))
+        identical = same_answer(mine, theirs)
+        jobs.append(Job(len(jobs), pid, "model_first", record["prompt"], mine, theirs, identical))
+        jobs.append(Job(len(jobs), pid, "reference_first", record["prompt"], theirs, mine, identical))
     return jobs
 
 
@@ -198,10 +208,18 @@ class _Run:
 
 def _row(job: Job, mode: str, **fields) -> dict:
     row = {"id": job.id, "order": job.order, "mode": mode, "preference": None, "verdict": None, "probs": None,
-           "criteria": None, "raw": "", "error": None, "cached": False,
+           "criteria": None, "raw": "", "error": None, "cached": False, "identical": False,
            "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
     row.update(fields)
     return row
+
+
+IDENTICAL_MODE = "identical"
+
+
+def identical_row(job: Job) -> dict:
+    """The row of an order whose two answers are the same text: a tie by symmetry, no judge call made."""
+    return _row(job, IDENTICAL_MODE, preference=0.5, verdict="tie", identical=True)
 
 
 def _add_usage(total: dict, value: dict) -> None:
@@ -210,6 +228,8 @@ def _add_usage(total: dict, value: dict) -> None:
 
 
 async def judge_job(run: _Run, job: Job) -> dict:
+    if job.identical:
+        return identical_row(job)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     cached: list[bool] = []
     try:
@@ -278,6 +298,16 @@ async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: 
     return list(rows), stats
 
 
+def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_file: Path) -> tuple[list[dict], dict]:
+    """Rows for every job, in job order. When every pair is identical nothing needs the judge, so no
+    backend is started (for llama.cpp that saves launching a server)."""
+    if all(job.identical for job in jobs):
+        return [identical_row(job) for job in jobs], {"requests": 0, "retries": 0, "cache_hits": 0,
+                                                      "fallback_to_verdict": False}
+    with JudgeCache(cache_file) as cache, backend_factory(cfg) as make_backend:
+        return asyncio.run(_judge_all(jobs, make_backend, cfg, template, cache))
+
+
 # ---------------------------------------------------------------- the stage
 
 def judge_config_hash(answers: Path, reference: Path, cfg: JudgeConfig, template: Template, target: int,
@@ -303,22 +333,23 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
         log.info("judge output in %s is finished with the same inputs: reusing it", out_dir)
         return json.loads((out_dir / "score.json").read_text(encoding="utf-8"))
     jobs = build_jobs(model_answers, reference_answers)
-    cache_file = Path(cache_path or cfg.cache or default_cache_path())
-    with JudgeCache(cache_file) as cache, backend_factory(cfg) as make_backend:
-        rows, stats = asyncio.run(_judge_all(jobs, make_backend, cfg, template, cache))
+    rows, stats = _judge_jobs(jobs, cfg, template, Path(cache_path or cfg.cache or default_cache_path()))
     # An old manifest must not vouch for files this run is about to replace (a crash midway would mix them).
     (out_dir / MANIFEST).unlink(missing_ok=True)
     write_jsonl(out_dir / "judgments.jsonl", rows)
-    modes = sorted({r["mode"] for r in rows})
+    # The modes the judge actually ran in; "identical" only when no prompt needed a call at all.
+    modes = sorted({r["mode"] for r in rows if not r["identical"]}) or [IDENTICAL_MODE]
     score = compute_score(rows, model_answers, reference_answers, target=target, seed=seed)
     score["judge"] = {"name": cfg.display_name(), "model": cfg.model, "mode": "+".join(modes),
                       "template_version": template.version}
     write_json(out_dir / "score.json", score)
     failed = sum(1 for r in rows if r["error"])
+    identical = sum(1 for r in rows if r["identical"])
     write_manifest(out_dir, stage="judge", config_hash=config_hash,
                    inputs={"answers": str(answers), "answers_hash": file_hash(answers),
                            "reference": str(reference), "reference_hash": file_hash(reference)},
                    judge=cfg.public(), requested_mode=cfg.mode, modes=modes, template_version=template.version,
-                   calls=len(rows), failed_calls=failed, prompts=len(model_answers), client=stats,
+                   calls=len(rows) - identical, failed_calls=failed, prompts=len(model_answers), client=stats,
+                   identical_pairs=score["identical_pairs"]["count"],
                    usage={k: sum(r["usage"][k] for r in rows) for k in ("prompt_tokens", "completion_tokens")})
     return score

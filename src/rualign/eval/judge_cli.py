@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"score {score['score']} {ci} (95% CI) over {score['n']}/{score['n_prompts']} prompts; "
                   f"wins {score['wins']}, ties {score['ties']}, losses {score['losses']}; "
                   f"failures {failures}; judge {score['judge']['name']} ({score['judge']['mode']})")
+    identical = score["identical_pairs"]["count"]
+    if identical:
+        console.print(f"{identical} prompt(s) with the same answer as the reference: ties, not sent to the judge")
     if score.get("lc_warning"):
         console.print(f"[yellow]warning:[/yellow] {score['lc_warning']}")
     console.print(f"wrote {args.out}/judgments.jsonl, score.json, manifest.json")

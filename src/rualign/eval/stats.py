@@ -8,9 +8,13 @@ Conventions (docs/formats.md, DESIGN "Evaluation, precisely"):
 - Outcomes use a tie band of `TIE_EPS` around ½: with parsed verdicts the values are in
   {0, .25, .5, .75, 1}, so "win + tie" (.75) is a win and "win + loss" (.5) a tie; with logprob
   preferences values within 0.4..0.6 are ties.
-- order_flip_rate: share of prompts with both orders whose two calls name OPPOSITE winners (model in
-  one order, reference in the other), the classic symptom of position bias.
-- first_slot_win_rate: mean preference for whichever answer sat in slot A, over successful calls
+- Identical pairs (rows with `identical: true`: both answers the same text, never sent to the judge) are
+  real ties: ½ per prompt in the score, the CIs, the tie count and the length-controlled fit (a tie at zero
+  length difference). They are no judge behaviour, so they stay out of order_flip_rate and
+  first_slot_win_rate, and are counted in `identical_pairs`.
+- order_flip_rate: share of judged prompts with both orders whose two calls name OPPOSITE winners (model
+  in one order, reference in the other), the classic symptom of position bias.
+- first_slot_win_rate: mean preference for whichever answer sat in slot A, over successful judge calls
   (ties count ½, so an unbiased judge gives 0.5).
 - Confidence intervals: percentile bootstrap over prompts (never over expanded judge rows), seeded.
 - Length-controlled score (AlpacaEval 2's idea): logistic fit of each call's soft win on an intercept,
@@ -168,6 +172,7 @@ def _per_prompt(ids: list[str], grouped: dict[str, list[dict]], model_answers: d
         good = [r for r in rows if _valid(r)]
         category = (model or reference or {}).get("category") or (rows[0].get("category") if rows else None)
         entry = {"id": pid, "category": category, "value": None, "orders": len(good),
+                 "identical": bool(good) and all(r.get("identical") for r in good),
                  "model_tokens": _tokens(model), "reference_tokens": _tokens(reference)}
         if not good:
             failures[pid] = _failure_reason(rows, reference is not None or bool(rows))
@@ -177,6 +182,7 @@ def _per_prompt(ids: list[str], grouped: dict[str, list[dict]], model_answers: d
             entry["order_winners"] = {r.get("order"): outcome(float(r["preference"])) for r in good}
             for r in good:
                 calls.append({"id": pid, "p": float(r["preference"]), "order": r.get("order"),
+                              "identical": bool(r.get("identical")),
                               "model_tokens": entry["model_tokens"],
                               "reference_tokens": entry["reference_tokens"]})
         per_prompt.append(entry)
@@ -184,7 +190,7 @@ def _per_prompt(ids: list[str], grouped: dict[str, list[dict]], model_answers: d
 
 
 def _flip_rate(scored: list[dict]) -> float | None:
-    both = [e for e in scored if e["orders"] >= 2 and len(e["order_winners"]) >= 2]
+    both = [e for e in scored if e["orders"] >= 2 and len(e["order_winners"]) >= 2 and not e["identical"]]
     if not both:
         return None
     flips = sum(1 for e in both if {"win", "loss"} <= set(e["order_winners"].values()))
@@ -193,7 +199,7 @@ def _flip_rate(scored: list[dict]) -> float | None:
 
 def _first_slot(calls: list[dict]) -> float | None:
     slot_a = [c["p"] if c["order"] == "model_first" else 1.0 - c["p"]
-              for c in calls if c["order"] in ("model_first", "reference_first")]
+              for c in calls if c["order"] in ("model_first", "reference_first") and not c["identical"]]
     return float(np.mean(slot_a)) if slot_a else None
 
 
@@ -231,6 +237,7 @@ def compute_score(judgments: list[dict], model_answers: dict[str, dict], referen
 
     `model_answers` defines the prompts given (its keys, in order); `reference_answers` may hold more ids.
     Extra keys beyond formats.md: `partial` (prompts scored from one order), `tie_eps`, `n_boot`, `seed`.
+    `identical_pairs` counts the prompts scored ½ without a judge call (both answers the same text).
     """
     ids = _ordered_ids(model_answers, judgments)
     per_prompt, calls, failures = _per_prompt(ids, _group_calls(judgments), model_answers, reference_answers)
@@ -247,11 +254,13 @@ def compute_score(judgments: list[dict], model_answers: dict[str, dict], referen
         lc_warning = (f"length-controlled score {100 * lc:.1f} differs from the raw score {100 * score:.1f} "
                       f"by more than {LC_WARN_POINTS:g} points: answer length drives the judge's preference")
     partial = [e["id"] for e in scored if e["orders"] < 2]
+    identical = [e["id"] for e in scored if e["identical"]]
     return {
         "score": _pct(score), "ci_low": _pct(low), "ci_high": _pct(high), "ci_level": CI_LEVEL,
         "n": n, "n_prompts": len(ids),
         "failures": {"count": len(failures), "ids": list(failures), "reasons": failures},
         "partial": {"count": len(partial), "ids": partial},
+        "identical_pairs": {"count": len(identical), "ids": identical},
         "wins": outcomes.count("win"), "ties": outcomes.count("tie"), "losses": outcomes.count("loss"),
         "tie_rate": round(outcomes.count("tie") / n, 4) if n else None,
         "order_flip_rate": _round(_flip_rate(scored)),
@@ -263,7 +272,7 @@ def compute_score(judgments: list[dict], model_answers: dict[str, dict], referen
                     "reference": length_stats(
                         [t for e in per_prompt if (t := e["reference_tokens"]) is not None], target)},
         "tie_eps": TIE_EPS, "n_boot": n_boot, "seed": seed,
-        "per_prompt": [{k: e[k] for k in ("id", "category", "value", "orders", "model_tokens",
+        "per_prompt": [{k: e[k] for k in ("id", "category", "value", "orders", "identical", "model_tokens",
                                           "reference_tokens")} for e in per_prompt],
     }
 

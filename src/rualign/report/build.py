@@ -170,6 +170,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = 540) -> dict
     rows = [tables.summary_row(run, target) for run in runs]
     notes = [f"{run.name}: {note}" for run in runs for note in run.notes]
     notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row.get("lc_warning")]
+    notes += [f"{row['name']}: {row['identical_pairs']} of {row['n_prompts']} answers are identical to the "
+              "reference: scored as ties (50) without a judge call" for row in rows if row.get("identical_pairs")]
     csv_path = out_dir / "results.csv"
     tables.write_csv(rows, csv_path)
     plot_files = plots.write_plots(runs, rows, target, out_dir / "plots")

@@ -90,7 +90,8 @@ def _outcome(run: "Run", pid: str, per_prompt: dict[str, dict], failures: dict) 
 def _verdicts(rows: list[dict], strings: _Strings) -> list[dict]:
     return [{"order": str(r.get("order", "?")), "mode": r.get("mode"), "preference": r.get("preference"),
              "verdict": r.get("verdict"), "probs": r.get("probs"), "error": r.get("error"),
-             "cached": bool(r.get("cached")), "raw": strings.add(r.get("raw") or None)} for r in rows]
+             "cached": bool(r.get("cached")), "identical": bool(r.get("identical")),
+             "raw": strings.add(r.get("raw") or None)} for r in rows]
 
 
 def browser_data(runs: list["Run"]) -> dict:
@@ -136,10 +137,11 @@ def _pct(rate: float | None) -> str | None:
 
 
 def _diagnostics_table(rows: list[dict]) -> str:
-    headers = ["run", "wins", "ties", "losses", "tie rate", "order-flip rate", "p90 tokens", "prompts", "judge"]
+    headers = ["run", "wins", "ties", "losses", "identical pairs", "tie rate", "order-flip rate", "p90 tokens",
+               "prompts", "judge"]
     body = []
     for row in rows:
-        values = [row["name"], row["wins"], row["ties"], row["losses"], _pct(row["tie_rate"]),
+        values = [row["name"], row["wins"], row["ties"], row["losses"], row["identical_pairs"], _pct(row["tie_rate"]),
                   _pct(row["order_flip_rate"]), None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}",
                   row["n_prompts"], row["judge"]]
         body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")

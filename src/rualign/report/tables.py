@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 NOT_JUDGED = "not judged"
 CSV_COLUMNS = ["name", "description", "stages", "status", "score", "ci_low", "ci_high", "lc_score", "n",
-               "n_prompts", "failures", "wins", "ties", "losses", "tie_rate", "order_flip_rate",
+               "n_prompts", "failures", "wins", "ties", "losses", "identical_pairs", "tie_rate", "order_flip_rate",
                "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target", "judge",
                "lc_warning", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
@@ -58,6 +58,8 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
         "n_prompts": score.get("n_prompts", len(run.answers)) if run.score is not None else len(run.answers),
         "failures": failures.get("count") if run.score is not None else None,
         "wins": score.get("wins"), "ties": score.get("ties"), "losses": score.get("losses"),
+        # Ties scored without a judge call (answer = reference); absent from score.json files of older runs.
+        "identical_pairs": (score.get("identical_pairs") or {}).get("count"),
         "tie_rate": score.get("tie_rate"), "order_flip_rate": score.get("order_flip_rate"),
         "mean_tokens": mean, "median_tokens": lengths.get("median"), "p90_tokens": lengths.get("p90"),
         "gap_to_target": None if mean is None else round(mean - target, 2), "target": target,

@@ -48,7 +48,8 @@
     const parts = ["preference for model " + fmt(v.preference, 3)];
     if (v.verdict) parts.push("verdict " + v.verdict);
     if (v.probs) parts.push("probs A " + fmt(v.probs.A, 2) + " · B " + fmt(v.probs.B, 2) + " · tie " + fmt(v.probs.tie, 2));
-    if (v.mode) parts.push("mode " + v.mode);
+    if (v.identical) parts.push("answers identical: not sent to the judge");
+    else if (v.mode) parts.push("mode " + v.mode);
     if (v.cached) parts.push("cached");
     box.appendChild(el("strong", null, v.order.replace("_", " ") + ": "));
     box.appendChild(el("span", null, parts.join(" · ")));
