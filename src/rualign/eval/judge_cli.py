@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"score {score['score']} {ci} (95% CI) over {score['n']}/{score['n_prompts']} prompts; "
                   f"wins {score['wins']}, ties {score['ties']}, losses {score['losses']}; "
                   f"failures {failures}; judge {score['judge']['name']} ({score['judge']['mode']})")
-    identical = score["identical_pairs"]["count"]
+    identical = (score.get("identical_pairs") or {}).get("count")  # absent in score.json of older finished runs
     if identical:
         console.print(f"{identical} prompt(s) with the same answer as the reference: ties, not sent to the judge")
     if score.get("lc_warning"):
