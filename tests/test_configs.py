@@ -1,5 +1,7 @@
 """Every shipped YAML validates (torchtune's tests/recipes/test_configs.py idea): experiment files dry-run
-without models or network; judge YAMLs parse; accelerate configs are covered by test_train_schema.py."""
+without models or network; judge YAMLs parse; accelerate configs are covered by test_train_schema.py.
+The demo experiment is package data (src/rualign/configs/demo.yaml); tests/test_package_data.py checks
+that it ships in the wheel."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from rualign.pipeline import build_plan, load_experiments, plan_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+DEMO = ROOT / "src" / "rualign" / "configs" / "demo.yaml"
 ALL_YAML = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
-EXPERIMENT_FILES = [p for p in ALL_YAML if (p == "demo.yaml" or p.startswith("study/"))
-                    and not Path(p).name.startswith("_")]
+EXPERIMENT_FILES = [p for p in ALL_YAML if p.startswith("study/") and not Path(p).name.startswith("_")]
 JUDGE_FILES = [p for p in ALL_YAML if p.startswith("judge/")]
 INCLUDES = [p for p in ALL_YAML if Path(p).name.startswith("_")]
 ACCELERATE = [p for p in ALL_YAML if p.startswith("accelerate/")]  # tests/test_train_schema.py
@@ -22,10 +24,16 @@ ACCELERATE = [p for p in ALL_YAML if p.startswith("accelerate/")]  # tests/test_
 
 def test_every_shipped_yaml_is_checked_somewhere():
     assert sorted(EXPERIMENT_FILES + JUDGE_FILES + INCLUDES + ACCELERATE) == ALL_YAML
-    assert "demo.yaml" in EXPERIMENT_FILES and len([p for p in EXPERIMENT_FILES if p.startswith("study/")]) == 9
+    assert len(EXPERIMENT_FILES) == 9
+    # One demo file only, inside the package: a second copy under configs/ could drift from what ships.
+    assert DEMO.is_file() and not (CONFIGS / "demo.yaml").exists()
 
 
-@pytest.mark.parametrize("name", EXPERIMENT_FILES)
+def _experiment_path(name: str) -> Path:
+    return DEMO if name == "demo.yaml" else CONFIGS / name
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", *EXPERIMENT_FILES])
 def test_experiment_file_dry_runs_offline(name, tmp_path, monkeypatch, capsys):
     import rualign.models
 
@@ -35,7 +43,7 @@ def test_experiment_file_dry_runs_offline(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rualign.models, "load_model", refuse)
     monkeypatch.setattr(rualign.models, "load_tokenizer", refuse)
     monkeypatch.chdir(ROOT)  # the study's prompts path is relative to the checkout, as a user runs it
-    assert main(["run", str(CONFIGS / name), "--dry-run", "--allow-missing", "--out", str(tmp_path)]) == 0
+    assert main(["run", str(_experiment_path(name)), "--dry-run", "--allow-missing", "--out", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "would run" in out and "0 cached" in out
     if name.startswith("study/"):
@@ -91,7 +99,7 @@ def test_study_data_windows_match_table_4(tmp_path):
 
 
 def test_demo_plan_shape(tmp_path):
-    plan = build_plan(load_experiments(CONFIGS / "demo.yaml"), tmp_path)
+    plan = build_plan(load_experiments(DEMO), tmp_path)
     names = [r.experiment.name for r in plan.runs]
     assert names == ["base", "sft-short", "sft-long", "sft-simpo"]
     methods = {r.experiment.name: [s.method for s in r.experiment.stages] for r in plan.runs}

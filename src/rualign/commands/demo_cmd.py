@@ -1,4 +1,5 @@
-"""`rualign demo`: configs/demo.yaml end to end, offline, on the embedded default model and bundled samples.
+"""`rualign demo`: the packaged demo experiment (rualign/configs/demo.yaml) end to end, offline, on the
+embedded default model and bundled samples.
 
 The base model, two SFT variants with different answer-length windows and SimPO on top of one of them,
 each answered, judged against the base model's answers by the embedded 135M judge under llama.cpp, then
@@ -8,6 +9,7 @@ the Table-4-style summary and report.html. A rerun reuses every finished stage.
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 from pathlib import Path
 
 JUDGE_NOTE = """\
@@ -23,18 +25,20 @@ openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1); configs/study/ has t
 
 
 def demo_config() -> Path:
-    """configs/demo.yaml of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+    """The demo experiment shipped as package data (rualign/configs/demo.yaml): found the same way from a
+    source checkout, an editable install or an installed wheel."""
+    return Path(str(resources.files("rualign").joinpath("configs", "demo.yaml")))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the offline demo (base, 2 SFT variants, SimPO; judged) and build a report",
-        description="Run configs/demo.yaml end to end on the embedded default model and the bundled samples "
+        description="Run the packaged demo experiment (rualign/configs/demo.yaml) end to end on the embedded "
+                    "default model and the bundled samples "
                     "(offline, CPU, a few minutes), print the results table and write a report. Rerunning "
                     "reuses every finished stage.")
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--config", help="experiment file to run instead of configs/demo.yaml")
+    parser.add_argument("--config", help="experiment file to run instead of the packaged demo.yaml")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 prompts, 2 training steps of 2 rows of <= 128 tokens, 16 new tokens "
                              "(checks the wiring only)")
@@ -73,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     config = Path(args.config) if args.config else demo_config()
     if not config.is_file():
         raise RualignError("the demo config was not found", path=config,
-                           hint="run from a source checkout, or pass --config configs/demo.yaml")
+                           expected="an experiment YAML file" if args.config else "rualign/configs/demo.yaml "
+                                    "inside the installed package",
+                           hint=None if args.config else "reinstall rualign (the package data is missing)")
     console = Console()
     started = time.perf_counter()
     experiments = with_judge(load_experiments(config), args.judge)
