@@ -3,10 +3,13 @@ saiga_preferences pairs: rualign's dpo stage with its on-disk reference log-prob
 DPOTrainer with its defaults (reference forward inside every step, adapter disabled = reference).
 
 Each contender runs in its own subprocess (separate peak RSS), same pairs, LoRA, lr, batch, max_length:
-- trl:   DPOTrainer(DPOConfig defaults + the common keys), on the same pairs as conversational rows;
-- cold:  rualign, empty cache: the reference pass runs once up front (inside train(), counted);
-- warm:  rualign again with the cache filled (a rerun, a beta sweep, another stage on the same data).
-Seconds per optimizer step from trainer.train() wall time. See also bench_dpo_refcache.py (rualign only).
+- trl:    DPOTrainer(DPOConfig defaults + the common keys), on the same pairs as conversational rows;
+- cold:   rualign, empty cache: the reference pass runs once up front (inside train(), counted);
+- warm:   rualign again with the cache filled (a rerun, a beta sweep, another stage on the same data);
+- online: rualign with `ref_cache: false`: the reference forward inside every step, as TRL does, everything
+          else rualign's. warm vs online is the cache's own effect; warm vs trl mixes it with the rest
+          (bf16 autocast, compact head, collation).
+Seconds per optimizer step from trainer.train() wall time.
 
     python bench/bench_dpo.py [rows]
 """
@@ -43,14 +46,15 @@ def prepare(work: Path, rows: int) -> Path:
     return folder
 
 
-def _ours(data: Path, work: Path, steps: int) -> dict:
+def _ours(data: Path, work: Path, steps: int, ref_cache: bool = True) -> dict:
     from rualign.models import ensure_default_model
     from rualign.train.run import run_stage
     from rualign.train.schema import TrainConfig
 
     config = TrainConfig.model_validate({"model": str(ensure_default_model()), "seed": SEED, "stages": [{
         "name": "dpo", "method": "dpo", "data": str(data), "max_steps": steps, "batch_size": BATCH,
-        "max_length": MAX_LENGTH, "lr": LR, "lora": LORA, "samples": 0, "save_steps": 10_000}]})
+        "max_length": MAX_LENGTH, "lr": LR, "lora": LORA, "samples": 0, "save_steps": 10_000,
+        "ref_cache": ref_cache}]})
     manifest = run_stage(config, config.stages[0], work)
     cache = manifest["builder_info"].get("ref_cache", {}).get("train", {})
     return {"seconds": manifest["timing"]["train_seconds"], "steps": manifest["steps"],
@@ -86,7 +90,10 @@ def worker(kind: str, data: Path, work: Path, steps: int, cache_dir: Path) -> di
     from common import bench_threads, peak_rss_mb
 
     result = {"threads": bench_threads()}
-    result |= _trl(data, work, steps) if kind == "trl" else _ours(data, work, steps)
+    if kind == "trl":
+        result |= _trl(data, work, steps)
+    else:
+        result |= _ours(data, work, steps, ref_cache=kind != "online")
     result["s_per_step"] = result["seconds"] / result["steps"]
     result["peak_rss_mb"] = peak_rss_mb()
     return result
@@ -97,13 +104,14 @@ def run(rows: int = 4) -> list[Row]:
     data = prepare(work, rows)
     steps = -(-rows // BATCH)  # one epoch
     results = {}
-    for kind in ("trl", "cold", "warm"):
+    for kind in ("trl", "cold", "warm", "online"):
         out = work / f"{kind}.json"
-        subprocess.run([sys.executable, __file__, "--worker", "trl" if kind == "trl" else "ours", str(data),
+        worker_kind = kind if kind in ("trl", "online") else "ours"  # cold and warm differ only by the cache state
+        subprocess.run([sys.executable, __file__, "--worker", worker_kind, str(data),
                         str(work / kind), str(steps), str(work / "refcache"), str(out)], check=True)
         results[kind] = json.loads(out.read_text())
         print(f"{kind}: {results[kind]}", flush=True)
-    trl, cold, warm = (results[k]["s_per_step"] for k in ("trl", "cold", "warm"))
+    trl, cold, warm, online = (results[k]["s_per_step"] for k in ("trl", "cold", "warm", "online"))
     what = f"DPO s/step, default model LoRA r16, batch {BATCH} pairs, max_length {MAX_LENGTH}, 1 epoch of {rows} pairs"
     return [
         Row("dpo", f"{what}: steps/s, rualign warm cache vs TRL defaults", round(1 / warm, 4), round(1 / trl, 4),
@@ -115,6 +123,10 @@ def run(rows: int = 4) -> list[Row]:
             round(1 / cold, 4), round(1 / trl, 4), "TRL DPOTrainer defaults", "-", None,
             f"s/step ours {cold:.1f} vs TRL {trl:.1f}; TRL peak RSS {results['trl']['peak_rss_mb']:,.0f} MiB",
             results["cold"]["peak_rss_mb"]),
+        Row("dpo", f"{what}: steps/s, rualign warm cache vs rualign ref_cache: false (reference forward every step)",
+            round(1 / warm, 4), round(1 / online, 4), "rualign ref_cache: false", "-", None,
+            f"s/step cached {warm:.1f} vs online {online:.1f}: the reference cache alone, all else equal",
+            results["online"]["peak_rss_mb"]),
     ]
 
 
