@@ -22,6 +22,9 @@ def test_quick_demo_end_to_end_then_rerun_reuses_everything(tmp_path, default_mo
         assert len(answers) == 2
         score = json.loads((out / name / "judge" / "score.json").read_text(encoding="utf-8"))
         assert score["n_prompts"] == 2 and score["judge"]["name"] == "llamacpp:default"
+    # base answers are the reference itself: both prompts are ties by symmetry, the judge is never called
+    base = json.loads((out / "base" / "judge" / "score.json").read_text(encoding="utf-8"))
+    assert base["identical_pairs"]["count"] == 2 and base["score"] == 50.0 and base["judge"]["mode"] == "identical"
     simpo = json.loads((out / "sft-simpo" / "run.json").read_text(encoding="utf-8"))
     assert [s["method"] for s in simpo["stages"]] == ["sft", "simpo"]
     assert (out / "report" / "report.html").is_file() and (out / "report" / "results.csv").is_file()
