@@ -56,13 +56,14 @@ def counted_generations(monkeypatch):
     from rualign.eval import backends
 
     calls: list[int] = []
-    original = backends.HFBackend.generate
+    original = backends.HFBackend.stream
 
-    def generate(self, batch, params):
-        calls.append(len(batch))
-        return original(self, batch, params)
+    # stream() is the hf backend's one way in (continuous batching; generate() goes through it too).
+    def stream(self, conversations, params):
+        calls.append(len(conversations))
+        return original(self, conversations, params)
 
-    monkeypatch.setattr(backends.HFBackend, "generate", generate)
+    monkeypatch.setattr(backends.HFBackend, "stream", stream)
     return calls
 
 
