@@ -118,3 +118,68 @@ def test_padding_mask_is_dropped_only_for_right_padding():
     assert not right_padded(torch.tensor([[1, 1, 1], [0, 1, 1]]))      # left padding needs its mask
     assert not right_padded(torch.tensor([[1, 0, 1]]))                  # a hole in the middle
     assert not right_padded(None)
+
+
+# ---------------------------------------------------------------- chunked head + cross-entropy (linear_ce.py)
+
+def _reference_ce(hidden, weight, targets):
+    return torch.nn.functional.cross_entropy((hidden @ weight.T).float(), targets, reduction="sum")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+@pytest.mark.parametrize("weight_trainable", [False, True])
+def test_chunked_linear_ce_equals_cross_entropy_in_fp32(chunk, weight_trainable):
+    from rualign.train.linear_ce import linear_cross_entropy_sum
+
+    torch.manual_seed(0)
+    hidden = torch.randn(50, 16, requires_grad=True)
+    weight = torch.randn(300, 16, requires_grad=weight_trainable)
+    targets = torch.randint(0, 300, (50,))
+    expected = _reference_ce(hidden, weight, targets)
+    expected.backward()
+    want_h, want_w = hidden.grad.clone(), None if weight.grad is None else weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    got = linear_cross_entropy_sum(hidden, weight, targets, chunk=chunk)
+    (got * 3).backward()  # an upstream gradient scales both
+    assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
+    assert torch.allclose(hidden.grad, 3 * want_h, atol=1e-5)
+    if weight_trainable:
+        assert torch.allclose(weight.grad, 3 * want_w, atol=1e-4)
+    else:
+        assert weight.grad is None
+
+
+def test_chunked_linear_ce_under_bf16_autocast_matches_the_plain_bf16_path():
+    from rualign.train.linear_ce import linear_cross_entropy_sum
+
+    torch.manual_seed(1)
+    hidden = torch.randn(40, 32, requires_grad=True)
+    weight = torch.randn(500, 32) * 0.2
+    targets = torch.randint(0, 500, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = torch.nn.functional.cross_entropy(
+            torch.nn.functional.linear(hidden, weight).float(), targets, reduction="sum")
+    plain.backward()
+    want = hidden.grad.clone()
+    hidden.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy_sum(hidden, weight, targets, chunk=16)
+    got.backward()
+    assert got.dtype == torch.float32 and hidden.grad.dtype == torch.float32
+    assert torch.allclose(got, plain, rtol=2e-3), (got, plain)
+    assert torch.allclose(hidden.grad, want, atol=2e-2, rtol=2e-2)
+    fp32 = _reference_ce(hidden.detach(), weight, targets)
+    assert not torch.equal(got.detach(), fp32)  # the matmuls really ran in bf16, as autocast would
+
+
+def test_lora_on_the_head_keeps_the_plain_cross_entropy(tiny_model_dir):
+    from rualign.train.fast import _plain_head
+
+    model = lora_model(tiny_model_dir)
+    assert _plain_head(model.get_base_model().get_output_embeddings())  # all-linear leaves lm_head alone
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with_head = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               LoraConfig(r=2, target_modules=["lm_head", "q_proj"], task_type="CAUSAL_LM"))
+    assert not _plain_head(with_head.get_base_model().get_output_embeddings())

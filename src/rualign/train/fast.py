@@ -65,6 +65,14 @@ def right_padded(mask: Any) -> bool:
     return bool(mask[:, 0].all() and (mask[:, 1:] <= mask[:, :-1]).all())
 
 
+def _plain_head(head: Any) -> bool:
+    """A bias-free nn.Linear whose full weight is here (not a LoRA-wrapped head, not a ZeRO-3/FSDP shard)."""
+    import torch
+
+    return (type(head) is torch.nn.Linear and head.bias is None
+            and tuple(head.weight.shape) == (head.out_features, head.in_features))
+
+
 def add_trainable_head(model: Any) -> str | None:
     """Patch `model.forward` (a transformers causal LM, not the PEFT wrapper) so that
     `forward(..., labels=..., trainable_only=True)` returns only the loss, computed on label != -100
@@ -72,6 +80,8 @@ def add_trainable_head(model: Any) -> str | None:
     import torch
     import torch.nn.functional as F
     from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from rualign.train.linear_ce import linear_cross_entropy_sum
 
     why = _supports_compact_head(model)
     if why is not None:
@@ -94,8 +104,10 @@ def add_trainable_head(model: Any) -> str | None:
         keep = targets != -100
         head = self.get_output_embeddings()
         # Gather first, project second: prompt and padding positions never reach the vocabulary projection.
-        logits = head(hidden[keep])
-        loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        if _plain_head(head):  # chunked, gradient in forward: never N x vocab logits at once (linear_ce.py)
+            loss_sum = linear_cross_entropy_sum(hidden[keep], head.weight, targets[keep])
+        else:
+            loss_sum = F.cross_entropy(head(hidden[keep]).float(), targets[keep], reduction="sum")
         denom = keep.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         loss = loss_sum / torch.as_tensor(denom, device=loss_sum.device)
         return CausalLMOutputWithPast(loss=loss)
