@@ -2,7 +2,7 @@
 same process (torch.matmul on 2048x2048 bf16 matrices, best of several, before and after the steps).
 
 The step is rualign's default SFT path on the embedded default: LoRA r16 all-linear, bf16 autocast, LM head
-on trainable positions only, length-grouped batches of 4 GrandMaster rows. Useful FLOPs per batch
+on trainable positions only (chunked), fast LoRA dropout, length-grouped batches of 4 GrandMaster rows. Useful FLOPs per batch
 (T = real tokens, T_train = trainable next-token positions, L_i = real length of row i):
 
     4 * N_body * T          frozen decoder linears: forward 2NT + activation gradients 2NT (no weight grads)
@@ -71,11 +71,13 @@ def run(steps: int = 2) -> list[Row]:
 
     import bench_sft_levers as levers
 
+    from rualign.train.dropout import use_fast_lora_dropout
     from rualign.train.fast import add_trainable_head
 
     threads = bench_threads()  # the peak is measured with the same thread count as the steps
     tokenizer, model = default_lora_model()
     add_trainable_head(model.get_base_model())
+    use_fast_lora_dropout(model)  # as a rualign stage does (train/run.py)
     model.train()
     sizes = model_sizes(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)

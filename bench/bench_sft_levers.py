@@ -8,8 +8,9 @@ Configurations (each adds one lever to the one before, except `bf16_packed` and 
 - bf16_compact_mask: + LM head and loss on trainable positions only (train/fast.py), padding mask kept
 - bf16_compact:   + right-padded batches run without the padding mask (SDPA's fused causal kernel)
 - bf16_grouped:   + length-grouped batches (the same rows, batched by sorted length: less padding)
-- bf16_packed:    compact head, the random batches packed into one row (padding-free, block-diagonal mask)
-- threads2:       bf16_grouped with 2 torch threads instead of the benchmark's 1 (common.bench_threads)
+- bf16_fast_dropout: + LoRA dropout drawn 4 elements per 64 random bits (train/dropout.py), chunked head
+- bf16_packed:    compact head, fast dropout, the random batches packed into one row (padding-free, block-diagonal mask)
+- threads2:       bf16_fast_dropout with 2 torch threads instead of the benchmark's 1 (common.bench_threads)
 
     python bench/bench_sft_levers.py [repeats]
 """
@@ -71,15 +72,36 @@ def _batches(encoded, pad_id: int) -> dict[str, list[dict]]:
             "packed": [_packed(b) for b in randomly]}
 
 
-CONFIGS = {  # name: (bf16, compact head, batches, threads)
-    "fp32_full": (False, False, "random", None),
-    "bf16_full": (True, False, "random", None),
-    "bf16_compact_mask": (True, "mask", "random", None),
-    "bf16_compact": (True, True, "random", None),
-    "bf16_grouped": (True, True, "grouped", None),
-    "bf16_packed": (True, True, "packed", None),
-    "threads2": (True, True, "grouped", 2),
+CONFIGS = {  # name: (bf16, compact head, batches, threads, fast LoRA dropout)
+    "fp32_full": (False, False, "random", None, False),
+    "bf16_full": (True, False, "random", None, False),
+    "bf16_compact_mask": (True, "mask", "random", None, False),
+    "bf16_compact": (True, True, "random", None, False),
+    "bf16_grouped": (True, True, "grouped", None, False),
+    "bf16_fast_dropout": (True, True, "grouped", None, True),
+    "bf16_packed": (True, True, "packed", None, True),
+    "threads2": (True, True, "grouped", 2, True),
 }
+
+
+def _dropout_switch(model):
+    """set(fast): swap every LoRA dropout between peft's nn.Dropout and rualign's FastDropout."""
+    import torch
+
+    from rualign.train.dropout import FastDropout
+
+    slots = []
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            slots += [(dropouts, name, drop, FastDropout(drop.p)) for name, drop in dropouts.items()
+                      if isinstance(drop, torch.nn.Dropout) and drop.p > 0]
+
+    def set_fast(fast: bool) -> None:
+        for holder, name, native, fast_one in slots:
+            holder[name] = fast_one if fast else native
+
+    return set_fast
 
 
 def _step(model, optimizer, batch: dict, bf16: bool, compact: bool) -> float:
@@ -111,9 +133,11 @@ def run(repeats: int = 1) -> list[Row]:
             for k, v in batches.items()}
     default_threads = torch.get_num_threads()
     speeds: dict[str, list[float]] = {k: [] for k in CONFIGS}
+    set_fast_dropout = _dropout_switch(model)
     for rep in range(repeats + 1):  # round 0 warms every shape up (oneDNN primitive creation) and is dropped
-        for name, (bf16, compact, kind, threads) in CONFIGS.items():
+        for name, (bf16, compact, kind, threads, fast_dropout) in CONFIGS.items():
             torch.set_num_threads(threads or default_threads)
+            set_fast_dropout(fast_dropout)
             seconds = sum(_step(model, optimizer, b, bf16, compact) for b in batches[kind])
             if rep:
                 speeds[name].append(real[kind] / seconds)
@@ -123,7 +147,7 @@ def run(repeats: int = 1) -> list[Row]:
     padded = {k: sum(b["input_ids"].numel() for b in v) for k, v in batches.items()}
     rows, previous = [], None
     for name in CONFIGS:
-        peer = "fp32_full" if name == "fp32_full" else ("bf16_grouped" if name == "threads2" else previous)
+        peer = "fp32_full" if name == "fp32_full" else ("bf16_fast_dropout" if name == "threads2" else previous)
         notes = f"{real[CONFIGS[name][2]]} real of {padded[CONFIGS[name][2]]} tokens; runs {speeds[name]}"
         rows.append(Row("sft_levers", f"SFT step tokens/s, {name}", round(med[name], 1),
                         round(med[peer], 1) if name != "fp32_full" else None, peer if name != "fp32_full" else "",

@@ -210,8 +210,13 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
                                       trust_remote_code=config.trust_remote_code)
     pad_action = ensure_pad_token(tokenizer, model)
     param_counts = lora.trainable_summary(model)
+    from rualign.train.dropout import use_fast_lora_dropout
+
+    fast_dropouts = use_fast_lora_dropout(model)  # CPU LoRA dropout draws 4 elements per 64 random bits
     ctx = StageContext(config=config, stage=stage, tokenizer=tokenizer, model=model, start_model=start_model,
                        out_root=out, precision=precision, log=_log)
+    if fast_dropouts:
+        ctx.info["lora_dropout"] = f"train/dropout.py FastDropout on {fast_dropouts} modules"
     ctx.info["split"] = "train"
     train_ds = resolve(spec.build_dataset)(train_rows, ctx)
     ctx.info["split"] = "val"
