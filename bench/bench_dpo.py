@@ -4,6 +4,7 @@ DPOTrainer with its defaults (reference forward inside every step, adapter disab
 
 Each contender runs in its own subprocess (separate peak RSS), same pairs, LoRA, lr, batch, max_length:
 - trl:    DPOTrainer(DPOConfig defaults + the common keys), on the same pairs as conversational rows;
+- trl_nockpt: the same with activation checkpointing off (DPOConfig defaults it on: memory over speed);
 - cold:   rualign, empty cache: the reference pass runs once up front (inside train(), counted);
 - warm:   rualign again with the cache filled (a rerun, a beta sweep, another stage on the same data);
 - online: rualign with `ref_cache: false`: the reference forward inside every step, as TRL does, everything
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Row, default_lora_model
+from common import Row, default_lora_model, no_checkpointing
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "src" / "rualign" / "data" / "samples"
@@ -62,7 +63,7 @@ def _ours(data: Path, work: Path, steps: int, ref_cache: bool = True) -> dict:
             "cache_hit": cache.get("hit"), "train_loss": manifest["train_loss"]}
 
 
-def _trl(data: Path, work: Path, steps: int) -> dict:
+def _trl(data: Path, work: Path, steps: int, checkpointing: bool = True) -> dict:
     from datasets import Dataset
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
@@ -75,7 +76,8 @@ def _trl(data: Path, work: Path, steps: int) -> dict:
     ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
     args = DPOConfig(output_dir=str(work / "ckpt"), per_device_train_batch_size=BATCH, max_steps=steps,
                      learning_rate=LR, max_length=MAX_LENGTH, seed=SEED, data_seed=SEED, use_cpu=True,
-                     logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
+                     logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+                     **({} if checkpointing else no_checkpointing()))
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
     started = time.perf_counter()
     result = trainer.train()
@@ -90,8 +92,8 @@ def worker(kind: str, data: Path, work: Path, steps: int, cache_dir: Path) -> di
     from common import bench_threads, peak_rss_mb
 
     result = {"threads": bench_threads()}
-    if kind == "trl":
-        result |= _trl(data, work, steps)
+    if kind in ("trl", "trl_nockpt"):
+        result |= _trl(data, work, steps, checkpointing=kind == "trl")
     else:
         result |= _ours(data, work, steps, ref_cache=kind != "online")
     result["s_per_step"] = result["seconds"] / result["steps"]
@@ -104,9 +106,9 @@ def run(rows: int = 4) -> list[Row]:
     data = prepare(work, rows)
     steps = -(-rows // BATCH)  # one epoch
     results = {}
-    for kind in ("trl", "cold", "warm", "online"):
+    for kind in ("trl", "trl_nockpt", "cold", "warm", "online"):
         out = work / f"{kind}.json"
-        worker_kind = kind if kind in ("trl", "online") else "ours"  # cold and warm differ only by the cache state
+        worker_kind = kind if kind in ("trl", "trl_nockpt", "online") else "ours"  # cold and warm differ only by the cache state
         subprocess.run([sys.executable, __file__, "--worker", worker_kind, str(data),
                         str(work / kind), str(steps), str(work / "refcache"), str(out)], check=True)
         results[kind] = json.loads(out.read_text())
@@ -123,6 +125,12 @@ def run(rows: int = 4) -> list[Row]:
             round(1 / cold, 4), round(1 / trl, 4), "TRL DPOTrainer defaults", "-", None,
             f"s/step ours {cold:.1f} vs TRL {trl:.1f}; TRL peak RSS {results['trl']['peak_rss_mb']:,.0f} MiB",
             results["cold"]["peak_rss_mb"]),
+        Row("dpo", f"{what}: steps/s, rualign warm cache vs TRL with activation checkpointing off",
+            round(1 / warm, 4), round(1 / results["trl_nockpt"]["s_per_step"], 4),
+            "TRL DPOTrainer, checkpointing off", "-", None,
+            f"s/step ours {warm:.1f} vs TRL {results['trl_nockpt']['s_per_step']:.1f} (DPOConfig defaults "
+            f"checkpointing on); TRL peak RSS {results['trl_nockpt']['peak_rss_mb']:,.0f} MiB",
+            results["warm"]["peak_rss_mb"]),
         Row("dpo", f"{what}: steps/s, rualign warm cache vs rualign ref_cache: false (reference forward every step)",
             round(1 / warm, 4), round(1 / online, 4), "rualign ref_cache: false", "-", None,
             f"s/step cached {warm:.1f} vs online {online:.1f}: the reference cache alone, all else equal",

@@ -5,7 +5,8 @@ Contenders, each in its own subprocess (separate peak RSS), same tokenized rows 
 same LoRA, lr, seed and number of optimizer steps:
 - ours:  a rualign `sft` stage with its defaults (bf16 autocast chosen by precision: auto on this CPU,
          LM head on trainable positions only, length-grouped batches, pad to a multiple of 8);
-- trl:   TRL SFTTrainer at the best settings measured here (bf16, group_by_length, pad to 8);
+- trl:   TRL SFTTrainer at the best settings measured here (bf16, group_by_length, pad to 8, activation
+         checkpointing OFF: SFTConfig defaults it on, which saves memory and costs speed);
 - study: the study's recipe: HF Trainer + DataCollatorForTokenClassification(pad_to_multiple_of=8),
          random order, fp32, full logits.
 Every contender runs with the same torch thread count (common.bench_threads, 1 here). Each reports tokens/s (non-padding tokens seen / trainer.train() seconds) and the token-mean loss on the
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import Row, default_lora_model
+from common import Row, default_lora_model, no_checkpointing
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "src" / "rualign" / "data" / "samples"
@@ -107,7 +108,7 @@ def _peer(kind: str, train_dir: Path, work: Path, steps: int) -> dict:
 
         ds = Dataset.from_dict({"input_ids": [i for i, _ in encoded], "completion_mask": [m for _, m in encoded]})
         args = SFTConfig(**common, bf16=True, train_sampling_strategy="group_by_length", pad_to_multiple_of=8,
-                         completion_only_loss=True, packing=False, max_length=MAX_LENGTH)
+                         completion_only_loss=True, packing=False, max_length=MAX_LENGTH, **no_checkpointing())
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
     else:
         ds = Dataset.from_dict({"input_ids": [i for i, _ in encoded],

@@ -126,3 +126,15 @@ def default_lora_model(**lora):
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     ensure_pad_token(tokenizer, model)
     return tokenizer, get_peft_model(model, lora_config(LoraSpec(**lora)))
+
+
+def no_checkpointing() -> dict:
+    """TrainingArguments keys that turn activation (gradient) checkpointing off. TRL's SFTConfig and
+    DPOConfig default it ON (memory over speed); transformers 5 renamed the key."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return {"activation_checkpointing": False} if "activation_checkpointing" in names else \
+        {"gradient_checkpointing": False}
