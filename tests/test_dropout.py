@@ -67,3 +67,15 @@ def test_every_lora_dropout_is_replaced_and_the_seed_reproduces(tiny_model_dir):
 
     assert loss(5) == loss(5)
     assert loss(5) != loss(6)
+
+
+def test_setting_p_to_zero_switches_it_off_like_any_nn_dropout():
+    """TRL's disable_dropout (DPO, KTO, ORPO defaults) sets p = 0 on every nn.Dropout after the model is
+    built; a FastDropout must obey it, or those stages would train with dropout they asked to disable."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    model = torch.nn.Sequential(FastDropout(0.3)).train()
+    x = torch.ones(1000)
+    assert (model(x) == 0).any()
+    disable_dropout_in_model(model)
+    assert model[0].p == 0 and model(x) is x

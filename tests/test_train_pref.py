@@ -269,3 +269,19 @@ def test_rm_counts_pairs_longer_than_max_length_and_refuses_when_none_fit(tiny_m
     ctx.stage.max_length = 8
     with pytest.raises(RualignError, match="every pair is longer than max_length=8"):
         build_rm_dataset(rows, ctx)
+
+
+def test_dpo_with_lora_dropout_trains_the_same_with_a_cold_or_warm_reference_cache(tiny_model_dir, tmp_path):
+    """DPOConfig disables dropout (p = 0 on every nn.Dropout); rualign's faster LoRA dropout must obey it,
+    else the first run (which draws random numbers for its reference pass) and the cached rerun would
+    train with different dropout masks."""
+    from rualign.train.run import run_stage
+
+    data = data_folder(tmp_path / "data", pref_rows(), "preference")
+    runs = []
+    for name in ("cold", "warm"):
+        config = train_config(tiny_model_dir, [stage("d", "dpo", data, max_steps=3,
+                                                     lora={"r": 8, "alpha": 16, "dropout": 0.2})])
+        run_stage(config, config.stages[0], tmp_path / name)
+        runs.append(losses(tmp_path / name / "d"))
+    assert runs[0] == runs[1] and len(runs[0]) == 3

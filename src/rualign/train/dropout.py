@@ -42,20 +42,24 @@ def keep_mask(shape: torch.Size, drop_lanes: int, device: torch.device) -> torch
     return (lanes >= drop_lanes).view(shape)
 
 
-class FastDropout(torch.nn.Module):
-    """Drop-in for `nn.Dropout(p)` on LoRA inputs (see module doc)."""
+class FastDropout(torch.nn.Dropout):
+    """Drop-in for `nn.Dropout(p)` on LoRA inputs (see module doc). A subclass, so code that switches
+    dropout off by setting `p = 0` on every nn.Dropout (TRL's `disable_dropout`, on by default for DPO,
+    KTO, ORPO, ...) switches this one off too; `p` is read at every call."""
 
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.drop_lanes = round(p * _LANES)
-        self.scale = _LANES / (_LANES - self.drop_lanes) if self.drop_lanes < _LANES else 0.0
+    @property
+    def drop_lanes(self) -> int:
+        return round(self.p * _LANES)
+
+    @property
+    def scale(self) -> float:
+        return _LANES / (_LANES - self.drop_lanes) if self.drop_lanes < _LANES else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_lanes == 0:
             return x
-        if x.device.type != "cpu":
-            return torch.nn.functional.dropout(x, self.p, True)
+        if x.device.type != "cpu" or self.inplace:
+            return torch.nn.functional.dropout(x, self.p, True, self.inplace)
         return _MaskedScale.apply(x, keep_mask(x.shape, self.drop_lanes, x.device), self.scale)
 
     def extra_repr(self) -> str:
@@ -70,7 +74,7 @@ def use_fast_lora_dropout(model: Any) -> int:
         if not isinstance(dropouts, torch.nn.ModuleDict):
             continue
         for name, dropout in list(dropouts.items()):
-            if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
+            if type(dropout) is torch.nn.Dropout and dropout.p > 0:
                 dropouts[name] = FastDropout(dropout.p)
                 replaced += 1
     return replaced
