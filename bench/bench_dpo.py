@@ -101,7 +101,7 @@ def worker(kind: str, data: Path, work: Path, steps: int, cache_dir: Path) -> di
     return result
 
 
-def run(rows: int = 4) -> list[Row]:
+def run(rows: int = 8) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="rualign-bench-dpo-"))
     data = prepare(work, rows)
     steps = -(-rows // BATCH)  # one epoch
