@@ -77,6 +77,8 @@ def save(name: str, rows: list[Row]) -> Path:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
+    if abs(value) < 1:
+        return f"{value:.3g}"  # e.g. DPO steps/s: 0.0577, not 0.06
     return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
