@@ -45,7 +45,7 @@ def _decode(model, prompts, *, slots: int, max_new: int, stops: set[int]):
 
     decoder = ContinuousDecoder(model, stop_ids=stops, pad_id=PAD, slots=slots,
                                 choose=lambda logits, rows: logits.argmax(dim=-1))
-    finished = list(decoder.run(prompts, max_new, lambda i, p: _Row(index=i, prompt_length=len(p))))
+    finished = list(decoder.run(prompts, max_new, lambda i, p: _Row(index=i)))
     return finished
 
 

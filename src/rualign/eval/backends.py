@@ -145,22 +145,19 @@ class HFBackend:
         return len(self.encode(messages))
 
     def stream(self, conversations: list[list[dict]], params: GenParams) -> Iterator[tuple[int, Completion]]:
-        """(index, completion) for every conversation, in the order answers finish (continuous batching)."""
-        if not self.continuous:
-            for start in range(0, len(conversations), self.batch_size):
-                batch = conversations[start:start + self.batch_size]
-                yield from enumerate(self._generate_fixed(batch, params), start)
-            return
+        """(index, completion) for every conversation, in the order answers finish (continuous batching;
+        only when `self.continuous`: other models go through `generate`, one fixed batch at a time)."""
         decoder = self._decode.ContinuousDecoder(self.lm, stop_ids=self.stop_ids, pad_id=self.pad_id,
-                                           slots=self.batch_size, choose=self._chooser(params))
-        autocast = self._autocast()
-        with autocast:
+                                                 slots=self.batch_size, choose=self._chooser(params))
+        with self._autocast():
             for index, tokens, finish in decoder.run([self.encode(m) for m in conversations],
                                                      params.max_new_tokens, self._row_maker(params)):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 yield index, Completion(text=text.strip(), finish_reason=finish, completion_tokens=len(tokens))
 
     def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion]:
+        if not self.continuous:
+            return self._generate_fixed(batch, params)
         completions: list[Completion | None] = [None] * len(batch)
         for index, completion in self.stream(batch, params):
             completions[index] = completion
@@ -180,7 +177,7 @@ class HFBackend:
                 # Seeded by the prompt itself: the same prompt samples the same answer in any batch.
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(params.seed + int(stable_hash(prompt, 8), 16) % (2 ** 31))
-            return self._decode._Row(index=index, prompt_length=len(prompt), generator=generator)
+            return self._decode._Row(index=index, generator=generator)
 
         return make_row
 

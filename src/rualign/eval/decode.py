@@ -29,7 +29,6 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 @dataclass
 class _Row:
     index: int                 # position in the caller's prompt list
-    prompt_length: int
     generator: Any = None      # torch.Generator for sampling, seeded per prompt
     tokens: list[int] = field(default_factory=list)
 
@@ -95,7 +94,7 @@ class ContinuousDecoder:
 
     def __init__(self, model: Any, *, stop_ids: set[int], pad_id: int, slots: int,
                  choose: Callable[[Any, list[_Row]], Any]):
-        self.torch, self.model = torch, model
+        self.model = model
         self.device = next(model.parameters()).device
         self.stop_ids, self.pad_id, self.slots = set(stop_ids), pad_id, max(1, slots)
         self.choose = choose  # (last-position logits [rows, vocab], rows) -> next token per row
@@ -111,7 +110,7 @@ class ContinuousDecoder:
         waiting = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: memory peak early
         rows: list[_Row] = []
         cache = mask = pending = None  # pending: each row's chosen token, not yet fed to the model
-        with self.torch.inference_mode():
+        with torch.inference_mode():
             while waiting or rows:
                 free = self.slots - len(rows)
                 if waiting and (free >= self._admit_at or not rows):
@@ -147,7 +146,6 @@ class ContinuousDecoder:
         return out.logits[:, -1, :].float()
 
     def _prefill(self, prompts: list[list[int]], rows: list[_Row]) -> tuple[Any, Any, Any]:
-        torch = self.torch
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -161,7 +159,6 @@ class ContinuousDecoder:
         return cache, mask, self.choose(logits, rows)
 
     def _step(self, cache: Any, mask: Any, pending: Any, rows: list[_Row]) -> tuple[Any, Any, Any]:
-        torch = self.torch
         positions = mask.sum(-1, keepdim=True)  # real tokens so far = the new token's position
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         logits = self._forward(pending.view(-1, 1), mask, positions, cache)
@@ -171,7 +168,6 @@ class ContinuousDecoder:
         """One cache from several (cache, mask, pending) parts, stacked in order and left-padded to one width."""
         if len(parts) == 1:
             return parts[0]
-        torch = self.torch
         width = max(m.shape[1] for _, m, _ in parts)
         cache = parts[0][0]
         for n, layer in enumerate(cache.layers):
@@ -184,7 +180,7 @@ class ContinuousDecoder:
         """Drop finished rows, then the leading columns no remaining row uses."""
         if not keep:
             return None, None, None
-        index = self.torch.tensor(keep, device=mask.device)
+        index = torch.tensor(keep, device=mask.device)
         mask, pending = mask[index], pending[index]
         start = int(mask.any(dim=0).nonzero()[0])
         for layer in cache.layers:

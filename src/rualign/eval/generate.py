@@ -107,10 +107,10 @@ def _batches(pending: list[dict], backend: Backend) -> list[list[dict]]:
 
 
 def _answers(pending: list[dict], backend: Backend, params: GenParams) -> Iterator[tuple[dict, Completion | None]]:
-    """(prompt, completion) pairs as they finish: streamed by a continuous-batching backend, else per batch."""
-    stream = getattr(backend, "stream", None)
-    if stream is not None:
-        for index, completion in stream([p["messages"] for p in pending], params):
+    """(prompt, completion) pairs as they finish: streamed by a continuous-batching backend, else per batch
+    of length-sorted prompts."""
+    if getattr(backend, "continuous", False):
+        for index, completion in backend.stream([p["messages"] for p in pending], params):
             yield pending[index], completion
         return
     for batch in _batches(pending, backend):
