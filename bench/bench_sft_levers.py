@@ -88,14 +88,10 @@ def _dropout_switch(model):
     """set(fast): swap every LoRA dropout between peft's nn.Dropout and rualign's FastDropout."""
     import torch
 
-    from rualign.train.dropout import FastDropout
+    from rualign.train.dropout import FastDropout, lora_dropouts
 
-    slots = []
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            slots += [(dropouts, name, drop, FastDropout(drop.p)) for name, drop in dropouts.items()
-                      if isinstance(drop, torch.nn.Dropout) and drop.p > 0]
+    slots = [(holder, name, drop, FastDropout(drop.p)) for holder, name, drop in lora_dropouts(model)
+             if type(drop) is torch.nn.Dropout and drop.p > 0]
 
     def set_fast(fast: bool) -> None:
         for holder, name, native, fast_one in slots:

@@ -12,7 +12,7 @@ On CUDA (fast Philox dropout already) and in eval mode this is plain `F.dropout`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -66,15 +66,20 @@ class FastDropout(torch.nn.Dropout):
         return f"p={self.p} (as {self.drop_lanes}/{_LANES})"
 
 
+def lora_dropouts(model: Any) -> Iterator[tuple[torch.nn.ModuleDict, str, torch.nn.Module]]:
+    """(holder, adapter name, dropout module) for every peft LoRA input dropout in the model."""
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, dropout in list(dropouts.items()):
+                yield dropouts, name, dropout
+
+
 def use_fast_lora_dropout(model: Any) -> int:
     """Replace every peft LoRA input dropout with FastDropout; returns how many were replaced."""
     replaced = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if not isinstance(dropouts, torch.nn.ModuleDict):
-            continue
-        for name, dropout in list(dropouts.items()):
-            if type(dropout) is torch.nn.Dropout and dropout.p > 0:
-                dropouts[name] = FastDropout(dropout.p)
-                replaced += 1
+    for holder, name, dropout in list(lora_dropouts(model)):
+        if type(dropout) is torch.nn.Dropout and dropout.p > 0:
+            holder[name] = FastDropout(dropout.p)
+            replaced += 1
     return replaced
