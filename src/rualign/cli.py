@@ -15,16 +15,26 @@ import sys
 from rualign import __version__
 from rualign.errors import RualignError
 
-COMMAND_MODULES = [
+# Subcommands that still live beside their area (being moved into rualign.commands).
+LEGACY_COMMAND_MODULES = [
     "rualign.report.report_cli",
-    "rualign.commands.models_cmd",
     "rualign.data.cli",
     "rualign.train.train_cli",
     "rualign.eval.gen_cli",
     "rualign.eval.judge_cli",
-    "rualign.commands.run_cmd",
-    "rualign.commands.demo_cmd",
 ]
+
+
+def command_modules() -> list[str]:
+    """Every module in rualign.commands is one subcommand (it defines `register(subparsers)`), so adding a
+    subcommand is adding a file: no central list to edit."""
+    import pkgutil
+
+    import rualign.commands as package
+
+    found = sorted(f"rualign.commands.{info.name}" for info in pkgutil.iter_modules(package.__path__)
+                   if not info.name.startswith("_"))
+    return LEGACY_COMMAND_MODULES + found
 
 DESCRIPTION = """\
 rualign: instruction-tune LLMs for Russian and measure the result honestly.
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(subparsers)
     return parser
 
