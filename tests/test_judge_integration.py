@@ -21,10 +21,12 @@ PROMPTS = [
 ]
 
 
-def _write(tmp_path, name, model: bool):
+def _write(tmp_path, name, model: bool, copies: int = 1):
     path = tmp_path / name
+    prompts = [(f"{pid}-{k}" if k else pid, prompt, good, bad)
+               for k in range(copies) for pid, prompt, good, bad in PROMPTS]
     with open(path, "w", encoding="utf-8") as handle:
-        for pid, prompt, good, bad in PROMPTS:
+        for pid, prompt, good, bad in prompts:
             answer = good if model else bad
             handle.write(json.dumps({"id": pid, "prompt": [{"role": "user", "content": prompt}], "category": None,
                                      "answer": answer, "answer_tokens": len(answer.split()), "tokenizer": "t",
@@ -110,7 +112,9 @@ def test_llamacpp_server_stopped_on_ctrl_c(tmp_path):
     import sys
     from pathlib import Path
 
-    answers, reference = _write(tmp_path, "a.jsonl", True), _write(tmp_path, "r.jsonl", False)
+    # 600 judge calls: far more than any machine finishes between the server coming up and the SIGINT, so
+    # the interrupt always lands mid-judging however loaded the machine is (3 prompts once raced to exit 0).
+    answers, reference = _write(tmp_path, "a.jsonl", True, 100), _write(tmp_path, "r.jsonl", False, 100)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "rualign", "judge", "--answers", str(answers), "--reference",
                              str(reference), "--judge", "llamacpp:default", "--cache", str(tmp_path / "c.sqlite"),
@@ -120,7 +124,7 @@ def test_llamacpp_server_stopped_on_ctrl_c(tmp_path):
         server_pid = next((pid for pid, args in _children(proc.pid) if "llama_cpp.server" in args), None)
         time.sleep(0.1)
     assert server_pid is not None, "the judge never started its llama.cpp server"
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)  # to the judge only: it must stop its server itself
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
