@@ -191,6 +191,26 @@ def _sample(records: list[dict], size: int, seed: int, name: str) -> list[dict]:
     return [records[i] for i in chosen]
 
 
+def shuffle_answers(rows: list[dict], seed: int) -> list[dict]:
+    """The control recipe: record i gets the last assistant turn (and its token count) of the next record in
+    a seeded permutation, a cycle, so no record keeps its own answer while the answers' texts, lengths and
+    language stay exactly those of the real data. Only the prompt-answer fit is broken. answer_tokens moves
+    with the answer (exact for single-turn records; for multi-turn ones it is the donor's total)."""
+    if len(rows) < 2:
+        return list(rows)
+    perm = np.random.default_rng([seed, 1]).permutation(len(rows))
+    out = [dict(r) for r in rows]
+    for i, j in zip(perm, np.roll(perm, -1)):
+        messages = [dict(m) for m in rows[i]["messages"]]
+        cut = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+        donor = rows[j]["messages"]
+        messages[cut] = {**messages[cut], "content": donor[max(k for k, m in enumerate(donor)
+                                                               if m["role"] == "assistant")]["content"]}
+        out[i]["messages"] = messages
+        out[i]["answer_tokens"] = rows[j]["answer_tokens"]
+    return out
+
+
 def split_of(record: dict, val_fraction: float) -> str:
     """Stable split: a hash of the normalised prompt, independent of every other row."""
     prompt = " ".join(F.normalise_text(m["content"]) for m in prompt_of(record))
@@ -210,7 +230,9 @@ def _public(record: dict) -> dict:
 
 def config_hash(recipe: Recipe) -> str:
     inputs = {s.name: _input_hash(s) for s in recipe.sources}
-    return stable_hash({"recipe": recipe.model_dump(mode="json"), "inputs": inputs, "version": 1})
+    # `control` only enters the hash when set: recipes without it keep the hashes they always had.
+    dumped = recipe.model_dump(mode="json", exclude=None if recipe.control else {"control"})
+    return stable_hash({"recipe": dumped, "inputs": inputs, "version": 1})
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = False, force: bool = False) -> dict:
@@ -235,6 +257,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = Fa
             results[source.name] = result
             bar.advance(task)
     rows = [r for s in recipe.sources for r in results[s.name].sampled]
+    if recipe.control == "shuffle_answers":
+        rows = shuffle_answers(rows, recipe.seed)
     order = np.random.default_rng(recipe.seed).permutation(len(rows))
     train, val = [], []
     for index in order:

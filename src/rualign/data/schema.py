@@ -100,6 +100,9 @@ class Recipe(Strict):
     total: int | None = Field(None, ge=1, description="rows after mixing, shared out by source weights")
     on_error: Literal["fail", "quarantine"] = "fail"
     sources: list[Source] = Field(min_length=1)
+    control: Literal["shuffle_answers"] | None = Field(
+        None, description="a deliberately broken control set: shuffle_answers gives every chat record the last "
+                          "answer of another record (a seeded derangement), so no answer fits its prompt")
 
     @model_validator(mode="after")
     def _references(self) -> "Recipe":
@@ -122,6 +125,8 @@ class Recipe(Strict):
             raise ValueError(f"sources mix record kinds {sorted(kinds)}: one data folder holds one kind "
                              "(make one recipe per kind)")
         self.source_order()  # raises on circular `match`
+        if self.control and self.kind != "chat":
+            raise ValueError(f"control '{self.control}' needs chat records, not {self.kind}")
         return self
 
     def source_order(self) -> list[Source]:
