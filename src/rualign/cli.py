@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rualign {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show library output on screen (trainer logs, tqdm bars, warnings, llama.cpp logs) "
+                             "instead of only in each stage's stage.log")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(name).register(subparsers)
@@ -63,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quiet:
         os.environ["RUALIGN_QUIET"] = "1"
+    if args.verbose:
+        os.environ["RUALIGN_VERBOSE"] = "1"
+    from rualign.progress import quiet_libraries
+
+    quiet_libraries()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "handler", None):

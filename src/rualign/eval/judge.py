@@ -288,12 +288,25 @@ async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> dict
 
 async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: Template,
                      cache: JudgeCache) -> tuple[list[dict], dict]:
+    import time
+
+    from rualign.progress import progress
+
     backend = make_backend()
     run = _Run(cfg, template, backend, cache)
-    try:
-        rows = await asyncio.gather(*(judge_job(run, job) for job in jobs))
-    finally:
-        await backend.aclose()
+    with progress() as bar:  # the stage's live display: pairs judged, ETA, judge calls per second
+        task, started = bar.add_task("judge", total=len(jobs), metric=""), time.perf_counter()
+
+        async def one(job: Job) -> dict:
+            row = await judge_job(run, job)
+            calls = backend.stats().get("requests", 0)
+            bar.update(task, advance=1, metric=f"{calls / max(time.perf_counter() - started, 1e-9):.1f} calls/s")
+            return row
+
+        try:
+            rows = await asyncio.gather(*(one(job) for job in jobs))
+        finally:
+            await backend.aclose()
     stats = {**backend.stats(), "cache_hits": run.cache_hits, "fallback_to_verdict": run.fallback_warned}
     return list(rows), stats
 

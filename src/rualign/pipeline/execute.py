@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from rualign.pipeline.plan import Node, Plan, RunPlan
+from rualign.progress import stage_log
 from rualign.runs import read_manifest, write_json, write_manifest
 
 
@@ -94,6 +95,12 @@ def _run_answers(node: Node, plan: Plan) -> None:
     backend = _backend(node, plan)
     summary = run_with_progress(prompts, backend, params, node.folder / "answers.jsonl",
                                 counter=TokenCounter(node.spec["tokenizer"]))
+    if node.spec.get("heldout") and hasattr(backend, "lm"):  # ref_loss needs the model in process (hf)
+        from rualign.eval.metrics import heldout_conversations, reference_loss
+
+        spec, limit = node.spec["heldout"]
+        result = reference_loss(backend.lm, backend.tokenizer, heldout_conversations(spec, limit))
+        write_json(node.folder / "ref_loss.json", {**result, "heldout": spec, "limit": limit})
     write_manifest(node.folder, stage="answers", config_hash=node.key, model=backend.model,
                    prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
                    reused=summary.reused, finish_reasons=summary.finish_reasons,
@@ -135,7 +142,9 @@ def execute(plan: Plan, say: Callable[[str], None] = _say) -> dict[str, str]:
             continue
         say(f"{where}: running (used by {', '.join(node.used_by)})")
         started = time.perf_counter()
-        RUNNERS[node.kind](node, plan)
+        # Library output (trainer dicts, tqdm, warnings, llama.cpp) goes to the stage's own log file.
+        with stage_log(node.folder / "stage.log"):
+            RUNNERS[node.kind](node, plan)
         outcome[node.id] = "ran"
         say(f"{where}: done in {time.perf_counter() - started:.1f}s")
     return outcome
@@ -157,6 +166,10 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     judge = plan.nodes[run.judge].folder
     for name in ("score.json", "judgments.jsonl", "manifest.json"):
         _copy(judge / name, folder / "judge" / name)
+    ref_loss = plan.nodes[run.answers].folder / "ref_loss.json"
+    (folder / "ref_loss.json").unlink(missing_ok=True)
+    if ref_loss.is_file():
+        _copy(ref_loss, folder / "ref_loss.json")
     stages = [{"name": s.name, "method": s.method, "data": label} for s, label in zip(exp.stages, run.stage_data)]
     description = exp.description or ("; ".join(f"{s['method']} on {s['data']}" for s in stages) or "base model")
     write_json(folder / "run.json", {

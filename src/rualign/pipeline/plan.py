@@ -197,12 +197,16 @@ def _answers_node(model: str, model_node: Node | None, chat_template: str, gener
                   exp: Experiment, prompts_hash: str, prompts: str, label: str, plan: Plan) -> Node:
     identity = f"train:{model_node.key}" if model_node else model
     gen = generation.model_dump(mode="json", exclude={"batch_size", "api_key_env"})
-    key = stable_hash({"model": identity, "chat_template": chat_template, "prompts": prompts_hash,
-                       "limit": exp.eval.limit, "generation": gen, "tokenizer": exp.eval.tokenizer, "version": 1})
+    keyed = {"model": identity, "chat_template": chat_template, "prompts": prompts_hash,
+             "limit": exp.eval.limit, "generation": gen, "tokenizer": exp.eval.tokenizer, "version": 1}
+    heldout = (exp.eval.heldout, exp.eval.heldout_limit) if exp.eval.heldout else None
+    if heldout:  # only then: configs without held-out data keep their answers' hashes
+        keyed["heldout"] = list(heldout)
+    key = stable_hash(keyed)
     node = Node("answers", key, f"answers {label}", plan.store / "answers" / key,
                 {"model": model, "model_node": model_node.id if model_node else None, "chat_template": chat_template,
                  "generation": generation, "prompts": prompts, "limit": exp.eval.limit,
-                 "tokenizer": exp.eval.tokenizer},
+                 "tokenizer": exp.eval.tokenizer, "heldout": heldout},
                 deps=[model_node.id] if model_node else [],
                 notes=[] if model_node else _model_note(model, exp))
     return plan.add(node, exp.name)

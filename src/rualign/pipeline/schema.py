@@ -69,6 +69,9 @@ class Evaluation(Strict):
                                                  "judge.yaml) or an inline judge mapping")
     target: int = Field(540, ge=1)
     judge_seed: int = 0
+    heldout: str | None = Field(None, description="held-out conversations for ref_loss (hf backend): "
+                                                  "bundled:grandmaster (its test split) or a JSONL file")
+    heldout_limit: int = Field(16, ge=1, description="ref_loss over the first N held-out conversations")
 
     @field_validator("judge", mode="before")
     @classmethod

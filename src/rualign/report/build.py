@@ -34,6 +34,7 @@ class Run:
     references: dict[str, dict] = field(default_factory=dict)  # id -> reference answer row
     reference_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    ref_loss: float | None = None  # ref_loss.json of the run folder (hf generation with eval.heldout)
 
 
 def _read_json(path: Path, expected: str) -> Any:
@@ -123,6 +124,8 @@ def load_run(folder: str | Path) -> Run:
               judgments=_load_judgments(folder))
     if run.score is None:
         run.notes.append("not judged: judge/score.json is missing")
+    if (folder / "ref_loss.json").is_file():
+        run.ref_loss = _read_json(folder / "ref_loss.json", '{"ref_loss": float, "tokens": int, ...}').get("ref_loss")
     _load_references(folder, meta, run)
     return run
 

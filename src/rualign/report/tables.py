@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 NOT_JUDGED = "not judged"
 CSV_COLUMNS = ["name", "description", "stages", "status", "score", "ci_low", "ci_high", "lc_score", "n",
                "n_prompts", "failures", "wins", "ties", "losses", "identical_pairs", "tie_rate", "order_flip_rate",
-               "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target", "judge",
-               "lc_warning", "run_dir"]
+               "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target", "capped_share",
+               "ru_share", "distinct2", "ref_loss", "judge", "lc_warning", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
-                   "score [95% CI]", "LC score", "n", "failures"]
+                   "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC score", "n", "failures"]
 
 
 def stages_text(stages: list[dict]) -> str:
@@ -50,6 +50,10 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
     mean = lengths.get("mean")
     failures = score.get("failures") or {}
     judge = score.get("judge") or {}
+    from rualign.eval.metrics import answer_metrics
+
+    texts = answer_metrics([str(a.get("answer") or "") for a in run.answers])
+    capped = [a.get("finish_reason") == "length" for a in run.answers if a.get("finish_reason")]
     return {
         "name": run.name, "description": run.description, "stages": stages_text(run.stages),
         "status": "judged" if run.score is not None else NOT_JUDGED,
@@ -63,6 +67,8 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
         "tie_rate": score.get("tie_rate"), "order_flip_rate": score.get("order_flip_rate"),
         "mean_tokens": mean, "median_tokens": lengths.get("median"), "p90_tokens": lengths.get("p90"),
         "gap_to_target": None if mean is None else round(mean - target, 2), "target": target,
+        # Judge-free metrics (eval/metrics.py): answers stopped at max_new_tokens, language, loops, held-out loss.
+        "capped_share": sum(capped) / len(capped) if capped else None, **texts, "ref_loss": run.ref_loss,
         "judge": judge.get("model") or judge.get("name"), "lc_warning": score.get("lc_warning"),
         "run_dir": str(run.folder),
     }
@@ -83,6 +89,10 @@ def _num(value: Any, digits: int, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
 def display_cells(row: dict) -> list[str]:
     """The human-readable cells, in DISPLAY_HEADERS order."""
     if row["status"] == NOT_JUDGED:
@@ -90,7 +100,9 @@ def display_cells(row: dict) -> list[str]:
     else:
         score = f"{_num(row['score'], 1)} [{_num(row['ci_low'], 1)}, {_num(row['ci_high'], 1)}]"
     return [row["name"], row["description"], row["stages"], _num(row["mean_tokens"], 0),
-            _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True), score,
+            _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True),
+            _pct(row["capped_share"]), _num(row["ru_share"], 2), _num(row["distinct2"], 2), _num(row["ref_loss"], 2),
+            score,
             _num(row["lc_score"], 1), "—" if row["n"] is None else str(row["n"]),
             "—" if row["failures"] is None else str(row["failures"])]
 
@@ -109,12 +121,18 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+JUDGE_FREE_NOTE = ("Judge-free columns: *at cap* = share of answers cut at max_new_tokens; *ru share* = "
+                   "Cyrillic share of letters outside code; *distinct-2* = distinct/all word bigrams per answer "
+                   "(low = loops); *ref loss* = the model's loss (nats/token) on held-out reference answers "
+                   "(lower = better; comparable within one base model).")
+
+
 def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], out_dir: Path, target: int) -> str:
     parts = ["# rualign report", "",
              f"Target mean answer length: {target} tokens. Score: the judge's preference for the model answer "
              "over the reference, 0–100 (the reference against itself is 50), with a 95% bootstrap CI over "
              "prompts. Failures are judge/parse failures, left out of the score and never counted as losses.",
-             "", markdown_table(rows), ""]
+             "", JUDGE_FREE_NOTE, "", markdown_table(rows), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {md_cell(note)}" for note in notes] + [""]
     if plots:
@@ -126,7 +144,7 @@ def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], 
 
 
 _TERMINAL_HEADERS = {"mean tokens": "mean", "median tokens": "med", "gap to target": "gap", "LC score": "LC",
-                     "failures": "fail"}
+                     "failures": "fail", "at cap": "cap", "ru share": "ru", "distinct-2": "d2", "ref loss": "loss"}
 
 
 def print_table(rows: list[dict], console: "Console | None" = None) -> None:

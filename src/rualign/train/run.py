@@ -16,6 +16,7 @@ from typing import Any
 
 from rualign.config import resolve_relative
 from rualign.errors import ConfigError, RualignError
+from rualign.progress import verbose
 from rualign.runs import file_hash, read_jsonl, read_manifest, stable_hash, write_manifest, write_text
 from rualign.train.methods import MethodSpec, StageContext, get_method, resolve
 from rualign.train.schema import StageConfig, TrainConfig
@@ -135,7 +136,7 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
         logging_steps=stage.logging_steps, save_strategy="steps", save_steps=stage.save_steps,
         save_total_limit=stage.save_total_limit, eval_strategy="no", report_to=config.report_to or "none",
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-        disable_tqdm=bool(os.environ.get("RUALIGN_QUIET")))
+        disable_tqdm=not verbose())  # the rich bar of trainlog.make_progress_callback shows progress instead
     params = stage.method_params()
     extra = resolve(spec.config_kwargs)(params, ctx) if spec.config_kwargs else params.model_dump()
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -194,7 +195,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     from rualign.models import apply_chat_template_choice
     from rualign.train import lora
     from rualign.train.masks import ensure_pad_token
-    from rualign.train.trainlog import make_log_callback, write_samples
+    from rualign.train.trainlog import make_log_callback, make_progress_callback, write_samples
 
     set_seed(config.seed)
     if os.environ.get("RUALIGN_QUIET"):  # `rualign -q`: no dataset/progress bars from datasets and TRL
@@ -228,6 +229,8 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     log_cb = make_log_callback(stage_dir / "train_log.jsonl", resume_step)
     trainer = spec.trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                    processing_class=tokenizer, callbacks=[log_cb, *callbacks], **extra)
+    if _is_rank_zero():
+        trainer.add_callback(make_progress_callback(f"{stage.name} ({stage.method})"))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.perf_counter() - started

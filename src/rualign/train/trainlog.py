@@ -95,3 +95,36 @@ def write_samples(model: Any, tokenizer: Any, rows: list[dict], n: int, max_new_
                         "answer_tokens": int(len(new)), "finish_reason": "stop" if stopped else "length",
                         "reference": reference})
     return write_jsonl(path, samples)
+
+
+def make_progress_callback(label: str):
+    """The stage's live display: steps done of max, elapsed, ETA and the latest loss."""
+    from transformers import TrainerCallback
+
+    from rualign.progress import progress
+
+    class LiveProgress(TrainerCallback):
+        def __init__(self):
+            self.bar = None
+            self.task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress()
+            self.bar.start()
+            self.task = self.bar.add_task(f"train {label}", total=state.max_steps or None,
+                                          completed=state.global_step, metric="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and isinstance(logs.get("loss"), (int, float)):
+                self.bar.update(self.task, metric=f"loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return LiveProgress()
