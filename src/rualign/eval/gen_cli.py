@@ -89,9 +89,14 @@ def run_generate(args: argparse.Namespace) -> int:
         prompts = prompts[: max(0, args.limit)]
     params = GenParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                        seed=args.seed)
-    backend = _backend(args)  # first: argument errors surface before any tokenizer is loaded
-    counter = TokenCounter(args.tokenizer)
-    summary = run_with_progress(prompts, backend, params, args.out, counter=counter)
+    from pathlib import Path
+
+    from rualign.progress import stage_log
+
+    with stage_log(Path(args.out).with_suffix(".log")):  # library output: next to the answers file
+        backend = _backend(args)  # first: argument errors surface before any tokenizer is loaded
+        counter = TokenCounter(args.tokenizer)
+        summary = run_with_progress(prompts, backend, params, args.out, counter=counter)
     out = console()
     out.print(f"{summary.total} answers -> {summary.out} (generated {summary.generated}, reused {summary.reused}"
               f"{f', regenerated {summary.stale} made with other settings' if summary.stale else ''})", markup=False)

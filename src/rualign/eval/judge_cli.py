@@ -45,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from rualign.eval.schema import parse_judge_spec
 
     cfg = parse_judge_spec(args.judge, args.judge_config, args.mode)
-    score = run_judge(args.answers, args.reference, cfg, args.out, target=args.target, seed=args.seed,
-                      cache_path=args.cache)
+    from pathlib import Path
+
+    from rualign.progress import stage_log
+
+    with stage_log(Path(args.out) / "stage.log"):  # llama.cpp and library output go to the log
+        score = run_judge(args.answers, args.reference, cfg, args.out, target=args.target, seed=args.seed,
+                          cache_path=args.cache)
     console = Console(stderr=False)
     failures = score["failures"]["count"]
     if not score["n"]:

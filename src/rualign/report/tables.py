@@ -161,7 +161,9 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
     console = console or Console()
     wide = console.width >= 140
     table = Table(title="rualign results", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    shown = [i for i, h in enumerate(DISPLAY_HEADERS) if wide or h != "training data"]
+    # An 80-column terminal cannot hold every column: the CSV, report.md and report.html keep them all.
+    narrow_drop = {"training data", "median tokens", "LC score", "n", "at cap", "ref loss"}
+    shown = [i for i, h in enumerate(DISPLAY_HEADERS) if wide or h not in narrow_drop]
     all_cells = [display_cells(row) for row in rows]
     for i in shown:
         header = DISPLAY_HEADERS[i]
@@ -169,7 +171,7 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
         folds = header in ("run", "training data", "stages")
         # Numbers and scores get their full width (a cropped "-170" reading "-17" would be a wrong number);
         # only the text columns fold.
-        width = None if folds else max([len(c[i]) for c in all_cells] + [1])
+        width = None if folds else max([len(c[i]) for c in all_cells] + [len(_TERMINAL_HEADERS.get(header, header))])
         table.add_column(_TERMINAL_HEADERS.get(header, header), justify="right" if numeric else "left",
                          min_width=width, overflow="fold")
     for row, cells in zip(rows, all_cells):

@@ -39,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
     for stage in config.execution_order():
         if args.stage and stage.name not in args.stage:
             continue
-        results[stage.name] = run_stage(config, stage, args.out, source=args.config)
+        from pathlib import Path
+
+        from rualign.progress import stage_log
+
+        # beside the stage folder, not in it: a fresh stage starts by clearing its folder
+        with stage_log(Path(args.out) / f"{stage.name}.log"):
+            results[stage.name] = run_stage(config, stage, args.out, source=args.config)
     console = Console()
     for name, manifest in results.items():
         if not manifest:  # non-zero ranks of a distributed run write nothing
