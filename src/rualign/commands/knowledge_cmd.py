@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="(question, choice) sequences per forward pass")
     parser.add_argument("--limit", type=int, help="only the first N questions (smoke runs)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                        help="CPU bf16 autocast: auto = when the CPU has native bf16 (faster; log-probs move slightly)")
     parser.set_defaults(handler=run)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise RualignError("--batch-size and --limit must be at least 1", path="--batch-size/--limit")
     result = run_knowledge(args.model, args.questions, args.out, style=args.style, chat_template=args.chat_template,
-                           batch_size=args.batch_size, limit=args.limit, seed=args.seed)
+                           batch_size=args.batch_size, limit=args.limit, seed=args.seed, bf16=args.bf16)
     table = Table(title=f"knowledge: {args.questions} ({result['n']} questions, chance {100 * result['chance']:.1f}%)")
     for column in ("category", "n", "accuracy [95% CI]", "length-normalised"):
         table.add_column(column)

@@ -123,10 +123,13 @@ def encode_pairs(tokenizer: Any, questions: list[Question], style: str) -> list[
 
 
 def sequence_logprobs(model: Any, pairs: list[tuple[list[int], list[int]]], *, batch_size: int = 16,
-                      pad_id: int = 0) -> list[float]:
+                      pad_id: int = 0, autocast: bool = False) -> list[float]:
     """Summed log-probability of each continuation given its context, batched (right padding, longest first
     so batches hold similar lengths). Padding sits after every real token, so a causal model's logits at real
-    positions do not see it: batching changes nothing but float rounding (tested)."""
+    positions do not see it: batching changes nothing but float rounding (tested). `autocast`: bf16 matmuls
+    on a CPU with native bf16 (2-4x faster; log-probabilities move in the third decimal)."""
+    import contextlib
+
     import torch
 
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
@@ -141,7 +144,8 @@ def sequence_logprobs(model: Any, pairs: list[tuple[list[int], list[int]]], *, b
         for row, seq in enumerate(seqs):
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
-        with torch.inference_mode():
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with torch.inference_mode(), cast:
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for row, index in enumerate(chunk):
             ctx, cont = pairs[index]
@@ -191,21 +195,23 @@ def summarize(predictions: list[dict], *, seed: int = 0, n_boot: int = 2000) -> 
 
 
 def score_model(model: Any, tokenizer: Any, questions: list[Question], *, style: str = "plain",
-                batch_size: int = 16, seed: int = 0) -> dict:
+                batch_size: int = 16, seed: int = 0, autocast: bool = False) -> dict:
     """knowledge.json's content for an already loaded model (injected, so tests use tiny models)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     logprobs = sequence_logprobs(model, encode_pairs(tokenizer, questions, style), batch_size=batch_size,
-                                 pad_id=pad)
+                                 pad_id=pad, autocast=autocast)
     predictions = predict(questions, logprobs)
-    return {**summarize(predictions, seed=seed), "style": style, "predictions": predictions}
+    return {**summarize(predictions, seed=seed), "style": style, "autocast": "bf16" if autocast else None,
+            "predictions": predictions}
 
 
 def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, style: str = "plain",
                   chat_template: str = "model", batch_size: int = 16, limit: int | None = None,
-                  seed: int = 0, trust_remote_code: bool = False) -> dict:
+                  seed: int = 0, bf16: str = "auto", trust_remote_code: bool = False) -> dict:
     """Load the model, score every question, write OUT/knowledge.json and OUT/manifest.json."""
     import torch
 
+    from rualign.eval.backends import bf16_autocast_ok
     from rualign.models import load_model, load_tokenizer
 
     started = time.perf_counter()
@@ -216,7 +222,8 @@ def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, sty
         tokenizer = _plain_tokenizer(model, trust_remote_code)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = load_model(model, trust_remote_code=trust_remote_code).to(device).eval()
-    result = score_model(lm, tokenizer, items, style=style, batch_size=batch_size, seed=seed)
+    autocast = device == "cpu" and (bf16 == "on" or (bf16 == "auto" and bf16_autocast_ok()))
+    result = score_model(lm, tokenizer, items, style=style, batch_size=batch_size, seed=seed, autocast=autocast)
     result = {"model": str(model), "questions": str(questions),
               "questions_hash": file_hash(resolve_questions_path(questions)), **result,
               "seconds": round(time.perf_counter() - started, 2)}
