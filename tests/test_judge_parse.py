@@ -13,22 +13,56 @@ def lp(p: float) -> float:
     return math.log(p)
 
 
-def test_letter_probs_sums_spellings_and_homoglyphs():
+def test_letter_probs_sums_spellings_and_ignores_cyrillic_words():
     top = [{"token": "A", "logprob": lp(0.4)}, {"token": " A", "logprob": lp(0.1)}, {"token": "a", "logprob": lp(0.05)},
-           {"token": "В", "logprob": lp(0.2)},  # Cyrillic Ve looks like B
+           {"token": "В", "logprob": lp(0.2)},  # Cyrillic Ve: the Russian word "in", never the verdict B
            {"token": " C", "logprob": lp(0.05)}, {"token": "Ответ", "logprob": lp(0.2)}]
     probs = parse.letter_probs(top)
-    assert probs == pytest.approx({"A": 0.55 / 0.8, "B": 0.2 / 0.8, "tie": 0.05 / 0.8})
-    assert sum(probs.values()) == pytest.approx(1.0)
+    assert probs == pytest.approx({"A": 0.5 / 0.55, "B": 0.0, "tie": 0.05 / 0.55})
+    dist = parse.letter_distribution(top)
+    assert dist.mass == pytest.approx(0.55)
+    assert sum(dist.probs.values()) == pytest.approx(1.0)
 
 
 def test_letter_probs_none_without_verdict_letters():
     assert parse.letter_probs([{"token": "Hello", "logprob": -0.1}, {"token": "AB", "logprob": -1}]) is None
     assert parse.letter_probs([]) is None
+    assert parse.letter_distribution([]).mass == 0.0
 
 
-@pytest.mark.parametrize("token,slot", [("A", "A"), (" b", "B"), ("**C", "tie"), ("«А»", "A"), ("(B)", "B"),
-                                        ("Ab", None), ("D", None), ("", None)])
+def test_russian_first_tokens_are_not_verdicts():
+    """The embedded judge's typical first tokens: «В» (in), «в», «а» (and), «с»/«С» (with). None is a verdict, so
+    a judge that starts "В ответе A ..." is not read as B; its little Latin mass is below the threshold."""
+    top = [{"token": "В", "logprob": lp(0.45)}, {"token": " в", "logprob": lp(0.1)}, {"token": "а", "logprob": lp(0.1)},
+           {"token": "С", "logprob": lp(0.08)}, {"token": " с", "logprob": lp(0.05)}, {"token": "A", "logprob": lp(0.06)},
+           {"token": "B", "logprob": lp(0.02)}]
+    dist = parse.letter_distribution(top)
+    assert dist.mass == pytest.approx(0.08)
+    assert dist.probs["A"] > dist.probs["B"]  # what Latin mass there is leans to A, not B
+    assert parse.letter_probs(top, min_mass=parse.DEFAULT_MIN_VERDICT_MASS) is None
+    assert parse.letter_probs([{"token": "A", "logprob": lp(0.7)}], min_mass=0.5) == {"A": 1.0, "B": 0.0, "tie": 0.0}
+
+
+@pytest.mark.parametrize("text,slot", [
+    ("В ответе A больше фактов, поэтому лучший ответ — A.", "A"),
+    ("Лучший ответ в целом — A", "A"),
+    ("Итог: В ответе B ошибка, ответ A лучше.", "A"),
+    ("Победитель: В.", "B"),
+    ("Ответ А лучше", "A"),
+    ("ответ b хуже", "A"),
+])
+def test_worded_verdicts_do_not_read_russian_words_as_letters(text, slot):
+    verdict = parse.parse_verdict(text)
+    assert verdict is not None and verdict.overall == slot
+
+
+def test_worded_verdict_without_letter_is_unparsed():
+    assert parse.parse_verdict("В ответе есть ошибки, а в другом с ними всё в порядке.") is None
+
+
+@pytest.mark.parametrize("token,slot", [("A", "A"), (" B", "B"), ("**C", "tie"), ("«A»", "A"), ("(B)", "B"),
+                                        ("«А»", None), ("В", None), (" в", None), ("а", None), ("с", None),
+                                        ("С", None), ("a", None), ("Ab", None), ("D", None), ("", None)])
 def test_letter_of_token(token, slot):
     assert parse.letter_of_token(token) == slot
 

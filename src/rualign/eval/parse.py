@@ -3,9 +3,14 @@
 Nothing here touches the network or the disk, so every rule is tested on fixture strings.
 
 Slots are "A" (first answer shown), "B" (second) and "tie". In logprob mode the judge answers one letter:
-A, B, or C for a tie. Small models often emit the letter with a leading space, in lower case, wrapped in
-quotes or markdown, or as the Cyrillic look-alike (А, В, С are Cyrillic letters on a Russian prompt), so
-all of those count as the same verdict.
+A, B, or C for a tie, and only those Latin capitals count. A leading space, quotes or markdown around the letter
+are allowed; Cyrillic look-alikes are not: «В» / «в» is the Russian word "in", «а» is "and/but", «с» / «С» is
+"with", so a judge that starts its reply in Russian ("В ответе A ...") would otherwise be read as a verdict.
+Lower-case Latin "a" is the English article, so it does not count either.
+
+`verdict_mass` is the probability the judge put on those verdict tokens at all (before renormalising). When it
+is below a threshold the letters are noise next to whatever else the judge meant to write, and the call is
+unparsed rather than renormalised into a confident-looking verdict.
 """
 
 from __future__ import annotations
@@ -18,24 +23,31 @@ from dataclasses import dataclass, field
 SLOTS = ("A", "B", "tie")
 CRITERIA = ("relevance", "helpfulness", "clarity", "language")
 LOGPROB_LETTERS = {"A": "A", "B": "B", "C": "tie"}
-# Cyrillic homoglyphs of the Latin verdict letters.
+DEFAULT_MIN_VERDICT_MASS = 0.5
+# Cyrillic homoglyphs of the Latin verdict letters: used only where a LONE letter is a JSON value
+# ("overall": "В"), never for free-running text or first tokens.
 _HOMOGLYPHS = str.maketrans({"А": "A", "В": "B", "С": "C", "а": "a", "в": "b", "с": "c"})
 _TOKEN_JUNK = " \t\n\r\"'«»*`_()[]{}.:,;!"
 
 
 def letter_of_token(token: str) -> str | None:
-    """Map one generated token to "A" / "B" / "tie", or None when it is not a verdict letter."""
+    """Map one generated token to "A" / "B" / "tie", or None when it is not a Latin verdict capital."""
     core = token.strip(_TOKEN_JUNK)
     if len(core) != 1:
         return None
-    return LOGPROB_LETTERS.get(core.translate(_HOMOGLYPHS).upper())
+    return LOGPROB_LETTERS.get(core)
 
 
-def letter_probs(top_logprobs: list[dict]) -> dict[str, float] | None:
-    """Normalised probabilities of A / B / tie from one position's top_logprobs.
+@dataclass(frozen=True)
+class LetterDistribution:
+    probs: dict[str, float] | None  # renormalised over A / B / tie; None when no verdict token was listed
+    mass: float  # probability on verdict tokens before renormalising (0..1)
 
-    Every variant of a letter (" A", "A", "a", "А") adds to that letter; other tokens are ignored and the
-    three sums are renormalised. None when no verdict letter is among the candidates at all.
+
+def letter_distribution(top_logprobs: list[dict]) -> LetterDistribution:
+    """Verdict probabilities and the raw mass behind them from one position's top_logprobs.
+
+    Every variant of a letter (" A", "A", "**A") adds to that letter; other tokens are ignored.
     """
     mass = {slot: 0.0 for slot in SLOTS}
     for entry in top_logprobs or []:
@@ -47,8 +59,16 @@ def letter_probs(top_logprobs: list[dict]) -> dict[str, float] | None:
             mass[slot] += math.exp(logprob)
     total = sum(mass.values())
     if total <= 0.0:
+        return LetterDistribution(None, 0.0)
+    return LetterDistribution({slot: mass[slot] / total for slot in SLOTS}, min(1.0, total))
+
+
+def letter_probs(top_logprobs: list[dict], min_mass: float = 0.0) -> dict[str, float] | None:
+    """Normalised probabilities of A / B / tie, or None when the verdict mass is zero or below `min_mass`."""
+    dist = letter_distribution(top_logprobs)
+    if dist.probs is None or dist.mass < min_mass:
         return None
-    return {slot: mass[slot] / total for slot in SLOTS}
+    return dist.probs
 
 
 def first_position_top_logprobs(choice: dict) -> list[dict] | None:
@@ -118,9 +138,15 @@ def _from_mapping(obj: dict, method: str) -> Verdict | None:
 
 _PAIR = re.compile(r'"(overall|winner|verdict|relevance|helpfulness|clarity|language|reason)"\s*:\s*"([^"]*)"?',
                    re.IGNORECASE)
-_LETTER = r"[\"'«*]*([ABАВ])(?![\w])"
+# A verdict letter in prose is case-sensitive even inside IGNORECASE patterns: a Latin A/B (either case) or a
+# Cyrillic CAPITAL look-alike. After a winner keyword the Cyrillic capital must not start a Russian phrase
+# ("лучший ответ В целом — A" must not read «В» as B); after "ответ" + "лучше/хуже" the grammar already says
+# it is a letter.
+_LETTER = r"[\"'«*]*(?-i:([ABab]|[АВ]))(?![\w])"
+_WINNER_LETTER = r"[\"'«*]*(?-i:([ABab]|[АВ](?!\s*[а-яё])))(?![\w])"
 _WINNER = re.compile(r"(?:победител[ья]|вердикт|итог|winner|verdict|overall|лучший\s+ответ|лучше\s+ответ)"
-                     r"\s*[:\-—–=]?\s*(?:это\s*)?(?:ответ\s*)?" + _LETTER, re.IGNORECASE)
+                     r"(?:\s+(?:в\s+целом|в\s+итоге|здесь))?\s*[:\-—–=]?\s*(?:это\s*)?(?:ответ\s*)?"
+                     + _WINNER_LETTER, re.IGNORECASE)
 _BETTER = re.compile(r"ответ\s*" + _LETTER + r"[\"'»*]*\s*(?:[-—]\s*)?(?:явно\s+|заметно\s+|значительно\s+)?"
                      r"(лучше|предпочтительнее|выигрывает|побеждает|сильнее|хуже|уступает|слабее)",
                      re.IGNORECASE)
