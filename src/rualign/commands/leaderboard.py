@@ -1,0 +1,38 @@
+"""`rualign leaderboard FILE.yaml | RUN_DIR... --out DIR`: rank runs with one joint length/style-controlled fit."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "leaderboard", help="rank runs judged against one reference with joint length/style control",
+        description="Fit ONE logistic model over every run judged against the same reference (per-run strength, "
+                    "shared length and answer-order terms; sc adds style covariates) and write leaderboard.csv, "
+                    "leaderboard.md, coefficients.json, leaderboard.png and manifest.json. Input: a YAML file "
+                    "(reference: PATH, runs: [{name, answers, judgments} | {run: FOLDER}]) or run folders.")
+    parser.add_argument("inputs", nargs="+", metavar="FILE.yaml|RUN_DIR")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts (default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rualign.errors import RualignError
+    from rualign.eval.leaderboard import resolve_inputs
+    from rualign.report.leaderboard import build_leaderboard
+
+    if args.n_boot < 100:
+        raise RualignError(f"--n-boot {args.n_boot} is too few for a 95% CI", expected="at least 100 (default 1000)")
+    result = build_leaderboard(resolve_inputs(args.inputs), Path(args.out), n_boot=args.n_boot, seed=args.seed)
+    print(f"{'run':<24} {'n':>5} {'score':>18} {'lc':>18} {'sc':>18} {'tokens':>7}")
+    for row in sorted(result["rows"], key=lambda r: -r["lc"]):
+        cells = [f"{row[k]:5.1f} [{row[f'{p}ci_low']:4.1f},{row[f'{p}ci_high']:5.1f}]"
+                 for k, p in (("score", ""), ("lc", "lc_"), ("sc", "sc_"))]
+        print(f"{row['name'][:24]:<24} {row['n']:>5} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} "
+              f"{row['mean_tokens']:>7.0f}")
+    print(f"wrote {Path(args.out) / 'leaderboard.csv'} (+ .md, coefficients.json, leaderboard.png, manifest.json)")
+    return 0

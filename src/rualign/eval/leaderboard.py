@@ -1,0 +1,213 @@
+"""Inputs of `rualign leaderboard`: runs judged against one reference, gathered into one JointData.
+
+Input forms (both end up as a list of RunInput):
+- run folders written by `rualign run` (answers.jsonl, judge/judgments.jsonl, run.json naming the reference);
+- one YAML file:  reference: PATH  /  runs: [{name, answers, judgments} | {run: FOLDER, name?}].
+Runs are grouped by reference; each group gets its own joint fit (a length slope is only shared between
+runs judged against the same answers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import model_validator
+
+from rualign.config import Strict, load_yaml, resolve_relative
+from rualign.errors import DataError, RualignError
+from rualign.eval import tokenizer_id
+from rualign.eval.joint import JointData
+from rualign.eval.style import STYLE_FEATURES, style_of
+from rualign.runs import read_jsonl
+
+RUN_FOLDER = "a run folder written by `rualign run` (run.json, answers.jsonl, judge/judgments.jsonl)"
+
+
+class RunEntry(Strict):
+    name: str | None = None
+    run: str | None = None  # a run folder; or answers + judgments
+    answers: str | None = None
+    judgments: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RunEntry":
+        if self.run is None and not (self.answers and self.judgments):
+            raise ValueError("give either 'run: FOLDER' or both 'answers:' and 'judgments:'")
+        if self.run is not None and (self.answers or self.judgments):
+            raise ValueError("give 'run:' or 'answers:'/'judgments:', not both")
+        if self.run is None and not self.name:
+            raise ValueError("an entry with answers/judgments needs a 'name'")
+        return self
+
+
+class LeaderboardSpec(Strict):
+    reference: str  # answers.jsonl of the reference model
+    runs: list[RunEntry]
+
+    @model_validator(mode="after")
+    def _some_runs(self) -> "LeaderboardSpec":
+        if not self.runs:
+            raise ValueError("'runs' is empty")
+        return self
+
+
+@dataclass
+class RunInput:
+    name: str
+    answers: Path
+    judgments: Path
+    reference: Path
+    judge: str | None = None  # judge name from score.json, when there is one
+
+
+def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunInput:
+    lacks = [p for p in ("answers.jsonl", "judge/judgments.jsonl") if not (folder / p).is_file()]
+    if not folder.is_dir() or lacks:
+        raise RualignError(f"not a judged run folder (lacks {', '.join(lacks) or 'everything'})", path=folder,
+                           expected=RUN_FOLDER)
+    meta = _json(folder / "run.json") or {}
+    if reference is None:
+        ref = meta.get("reference_answers")
+        if not ref:
+            raise RualignError("run.json names no reference_answers", path=folder / "run.json",
+                               expected='"reference_answers": path to the reference answers.jsonl')
+        reference = Path(ref) if Path(ref).is_absolute() else folder / ref
+    judge = (_json(folder / "judge" / "score.json") or {}).get("judge") or {}
+    return RunInput(name or str(meta.get("name") or folder.name), folder / "answers.jsonl",
+                    folder / "judge" / "judgments.jsonl", Path(reference), judge.get("name"))
+
+
+def _json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"unreadable JSON: {exc}", path=path) from exc
+    return value if isinstance(value, dict) else None
+
+
+def resolve_inputs(paths: list[str]) -> list[RunInput]:
+    """A single YAML file, or run folders."""
+    if not paths:
+        raise RualignError("nothing to rank", expected="a leaderboard YAML file or run folders")
+    if len(paths) == 1 and Path(paths[0]).suffix in (".yaml", ".yml"):
+        return _from_yaml(Path(paths[0]))
+    return [_run_folder(Path(p), None, None) for p in paths]
+
+
+def _from_yaml(path: Path) -> list[RunInput]:
+    spec = load_yaml(path, LeaderboardSpec)
+    reference = Path(resolve_relative(spec.reference, path))
+    inputs = []
+    for entry in spec.runs:
+        if entry.run is not None:
+            inputs.append(_run_folder(Path(resolve_relative(entry.run, path)), entry.name, reference))
+        else:
+            inputs.append(RunInput(entry.name, Path(resolve_relative(entry.answers, path)),
+                                   Path(resolve_relative(entry.judgments, path)), reference))
+    return inputs
+
+
+def load_answers(path: Path, what: str) -> dict[str, dict]:
+    if not path.is_file():
+        raise DataError(f"{what} file not found", path=path)
+    records = {}
+    for number, row in enumerate(read_jsonl(path), start=1):
+        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
+            raise DataError(f"{what} record {number} lacks 'id' or a string 'answer'", path=path,
+                            expected="answers.jsonl records of docs/formats.md")
+        if not isinstance(row.get("answer_tokens"), (int, float)):
+            raise DataError(f"{what} record {number} has no 'answer_tokens'", path=path,
+                            expected="answer lengths counted by `rualign generate`")
+        records[str(row["id"])] = row
+    return records
+
+
+@dataclass
+class RunExtras:
+    """What the leaderboard shows besides the fitted numbers."""
+
+    mean_tokens: float
+    first_slot_win_rate: float | None
+    verdict_mass: float | None
+    calls: int
+    failed_calls: int
+    tokenizer: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _valid(row: dict) -> bool:
+    p = row.get("preference")
+    return (not row.get("error") and isinstance(p, (int, float)) and not isinstance(p, bool)
+            and 0.0 <= p <= 1.0 and not math.isnan(p))
+
+
+def gather(inputs: list[RunInput]) -> tuple[JointData, list[RunExtras]]:
+    """One JointData over runs sharing a reference, and per-run extras; every mismatch is a named error."""
+    reference_path = inputs[0].reference
+    reference = load_answers(reference_path, "reference answers")
+    ref_style = {pid: style_of(r["answer"]).vector() for pid, r in reference.items()}
+    prompts = list(reference)
+    prompt_pos = {pid: i for i, pid in enumerate(prompts)}
+    cols: dict[str, list] = {k: [] for k in ("run", "prompt", "y", "order", "dlen", "style")}
+    extras = []
+    for k, run in enumerate(inputs):
+        answers = load_answers(run.answers, f"{run.name} answers")
+        tokenizer = tokenizer_id.check_same(run.answers, answers.values(), reference_path, reference.values())
+        extras.append(_collect(k, run, answers, reference, ref_style, prompt_pos, cols, tokenizer))
+    data = JointData([r.name for r in inputs], prompts, np.array(cols["run"], int), np.array(cols["prompt"], int),
+                     np.array(cols["y"], float), np.array(cols["order"], float), np.array(cols["dlen"], float),
+                     np.array(cols["style"], float).reshape(-1, len(STYLE_FEATURES)), STYLE_FEATURES)
+    return data, extras
+
+
+def _collect(k: int, run: RunInput, answers: dict, reference: dict, ref_style: dict, prompt_pos: dict,
+             cols: dict, tokenizer: str | None) -> RunExtras:
+    rows = read_jsonl(run.judgments) if run.judgments.is_file() else None
+    if rows is None:
+        raise DataError("judgments file not found", path=run.judgments)
+    unknown = sorted({str(r.get("id")) for r in rows} - set(reference))
+    if unknown:
+        raise DataError(f"{len(unknown)} judged id(s) are not in the reference answers {run.reference}: "
+                        f"{', '.join(unknown[:5])}", path=run.judgments, expected="the same ids as the reference")
+    good = [r for r in rows if _valid(r) and str(r.get("id")) in answers]
+    slot_a, masses, styles = [], [], {}
+    for row in good:
+        pid = str(row["id"])
+        if pid not in styles:
+            styles[pid] = np.subtract(style_of(answers[pid]["answer"]).vector(), ref_style[pid])
+        first = row.get("order") == "model_first"
+        cols["run"].append(k), cols["prompt"].append(prompt_pos[pid]), cols["y"].append(float(row["preference"]))
+        cols["order"].append(1.0 if first else -1.0)
+        cols["dlen"].append(float(answers[pid]["answer_tokens"]) - float(reference[pid]["answer_tokens"]))
+        cols["style"].append(styles[pid])
+        if not row.get("identical"):
+            slot_a.append(row["preference"] if first else 1.0 - row["preference"])
+        if isinstance(row.get("verdict_mass"), (int, float)):
+            masses.append(float(row["verdict_mass"]))
+    if not good:
+        raise DataError(f"run '{run.name}' has no successful judgments", path=run.judgments,
+                        expected="judgments.jsonl rows with a preference")
+    judged = list(styles)
+    return RunExtras(mean_tokens=float(np.mean([answers[p]["answer_tokens"] for p in judged])),
+                     first_slot_win_rate=float(np.mean(slot_a)) if slot_a else None,
+                     verdict_mass=float(np.mean(masses)) if masses else None,
+                     calls=len(rows), failed_calls=len(rows) - len([r for r in rows if _valid(r)]),
+                     tokenizer=tokenizer)
+
+
+def group_by_reference(inputs: list[RunInput]) -> dict[str, list[RunInput]]:
+    groups: dict[str, list[RunInput]] = {}
+    for run in inputs:
+        groups.setdefault(str(run.reference.resolve()), []).append(run)
+    names = [r.name for r in inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RualignError(f"run names must be unique: {', '.join(dupes)}", expected="one name per run",
+                           hint="set 'name:' for each entry of the YAML file")
+    return groups
