@@ -18,9 +18,9 @@ def test_letter_probs_sums_spellings_and_ignores_cyrillic_words():
            {"token": "В", "logprob": lp(0.2)},  # Cyrillic Ve: the Russian word "in", never the verdict B
            {"token": " C", "logprob": lp(0.05)}, {"token": "Ответ", "logprob": lp(0.2)}]
     probs = parse.letter_probs(top)
-    assert probs == pytest.approx({"A": 0.5 / 0.55, "B": 0.0, "tie": 0.05 / 0.55})
+    assert probs == pytest.approx({"A": 0.55 / 0.6, "B": 0.0, "tie": 0.05 / 0.6})
     dist = parse.letter_distribution(top)
-    assert dist.mass == pytest.approx(0.55)
+    assert dist.mass == pytest.approx(0.6)
     assert sum(dist.probs.values()) == pytest.approx(1.0)
 
 
@@ -62,7 +62,7 @@ def test_worded_verdict_without_letter_is_unparsed():
 
 @pytest.mark.parametrize("token,slot", [("A", "A"), (" B", "B"), ("**C", "tie"), ("«A»", "A"), ("(B)", "B"),
                                         ("«А»", None), ("В", None), (" в", None), ("а", None), ("с", None),
-                                        ("С", None), ("a", None), ("Ab", None), ("D", None), ("", None)])
+                                        ("С", None), ("a", "A"), (" b", "B"), ("Ab", None), ("D", None), ("", None)])
 def test_letter_of_token(token, slot):
     assert parse.letter_of_token(token) == slot
 

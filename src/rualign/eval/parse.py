@@ -3,10 +3,10 @@
 Nothing here touches the network or the disk, so every rule is tested on fixture strings.
 
 Slots are "A" (first answer shown), "B" (second) and "tie". In logprob mode the judge answers one letter:
-A, B, or C for a tie, and only those Latin capitals count. A leading space, quotes or markdown around the letter
-are allowed; Cyrillic look-alikes are not: «В» / «в» is the Russian word "in", «а» is "and/but", «с» / «С» is
-"with", so a judge that starts its reply in Russian ("В ответе A ...") would otherwise be read as a verdict.
-Lower-case Latin "a" is the English article, so it does not count either.
+A, B, or C for a tie, and only those Latin letters count (in either case: " b" is a tokenizer variant of "B").
+A leading space, quotes or markdown around the letter are allowed; Cyrillic look-alikes are not: «В» / «в» is
+the Russian word "in", «а» is "and/but", «с» / «С» is "with", so a judge that starts its reply in Russian
+("В ответе A ...") would otherwise be read as a verdict.
 
 `verdict_mass` is the probability the judge put on those verdict tokens at all (before renormalising). When it
 is below a threshold the letters are noise next to whatever else the judge meant to write, and the call is
@@ -31,11 +31,11 @@ _TOKEN_JUNK = " \t\n\r\"'«»*`_()[]{}.:,;!"
 
 
 def letter_of_token(token: str) -> str | None:
-    """Map one generated token to "A" / "B" / "tie", or None when it is not a Latin verdict capital."""
+    """Map one generated token to "A" / "B" / "tie", or None when it is not a Latin verdict letter."""
     core = token.strip(_TOKEN_JUNK)
-    if len(core) != 1:
+    if len(core) != 1 or not core.isascii():
         return None
-    return LOGPROB_LETTERS.get(core)
+    return LOGPROB_LETTERS.get(core.upper())
 
 
 @dataclass(frozen=True)
