@@ -1,0 +1,133 @@
+"""Judge card: how a judge does on gold pairs whose better answer is known. Pure functions over judge rows.
+
+A row is a judgments.jsonl row where the "model" answer is the gold `chosen` and the "reference" is `rejected`,
+so `preference` is directly the judge's preference for the better answer.
+
+- accuracy: mean over pairs of the mean preference for `chosen` over both orders (ties count ½), with a
+  percentile bootstrap CI over pairs. A judge that always picks slot A scores exactly 0.5.
+- first_slot_rate: mean preference for whatever sat in slot A, over calls (0.5 = no position bias).
+- order_flip_rate: share of pairs judged in both orders whose two calls name opposite winners.
+- tie_rate: share of calls whose verdict is a tie.
+- verdict_mass: mean probability the judge put on valid verdict tokens (logprob mode; None otherwise).
+- length_bias: accuracy on pairs where `chosen` is the shorter answer vs the longer one; a judge that just
+  likes length is right on the second kind and wrong on the first.
+A card is **unvalidated** when its accuracy CI contains 0.5 (or lies below it) or verdict_mass < 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+MIN_VERDICT_MASS = 0.5
+N_BOOT = 2000
+
+
+def _valid(row: dict) -> bool:
+    p = row.get("preference")
+    return not row.get("error") and isinstance(p, (int, float)) and not math.isnan(p)
+
+
+def _ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float | None, float | None]:
+    if values.size == 0:
+        return None, None
+    idx = rng.integers(0, values.size, size=(N_BOOT, values.size))
+    low, high = np.quantile(values[idx].mean(1), [0.025, 0.975])
+    return float(low), float(high)
+
+
+def _acc(values: list[float], rng: np.random.Generator) -> dict:
+    arr = np.asarray(values, float)
+    low, high = _ci(arr, rng)
+    return {"accuracy": _r(arr.mean()) if arr.size else None, "ci_low": _r(low), "ci_high": _r(high),
+            "n": int(arr.size)}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def _per_pair(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if _valid(row):
+            grouped[str(row["id"])].append(row)
+    return grouped
+
+
+def verdict_of(row: dict) -> str:
+    """'chosen' / 'rejected' / 'tie' from a row's preference (the same tie band as the score)."""
+    p = float(row["preference"])
+    return "chosen" if p > 0.6 else "rejected" if p < 0.4 else "tie"
+
+
+def build_card(rows: list[dict], pairs: list[dict], *, seed: int = 0) -> dict:
+    """The judge_card.json dict (without the judge/gold identity keys, which the caller adds)."""
+    rng = np.random.default_rng(seed)
+    grouped = _per_pair(rows)
+    value = {pid: float(np.mean([r["preference"] for r in calls])) for pid, calls in grouped.items()}
+    calls = [r for rs in grouped.values() for r in rs]
+    slot_a = [r["preference"] if r["order"] == "model_first" else 1 - r["preference"] for r in calls]
+    both = [rs for rs in grouped.values() if len(rs) >= 2]
+    flips = sum(1 for rs in both if {"chosen", "rejected"} <= {verdict_of(r) for r in rs})
+    masses = [float(r["verdict_mass"]) for r in calls if isinstance(r.get("verdict_mass"), (int, float))]
+    by_id = {str(p["id"]): p for p in pairs}
+    shorter = [value[p] for p in value if len(by_id[p]["chosen"]) < len(by_id[p]["rejected"])]
+    longer = [value[p] for p in value if len(by_id[p]["chosen"]) > len(by_id[p]["rejected"])]
+    categories: dict[str, list[float]] = defaultdict(list)
+    for pid, v in value.items():
+        categories[by_id[pid].get("category") or "uncategorized"].append(v)
+    card = {**_acc(list(value.values()), rng), "n_pairs": len(pairs), "failed_pairs": len(pairs) - len(value),
+            "first_slot_rate": _r(np.mean(slot_a)) if slot_a else None,
+            "order_flip_rate": _r(flips / len(both)) if both else None,
+            "tie_rate": _r(np.mean([verdict_of(r) == "tie" for r in calls])) if calls else None,
+            "verdict_mass": _r(np.mean(masses)) if masses else None,
+            "length_bias": {"chosen_shorter": _acc(shorter, rng), "chosen_longer": _acc(longer, rng),
+                            "gap": _r(np.mean(longer) - np.mean(shorter)) if shorter and longer else None},
+            "per_category": {c: _acc(v, rng) for c, v in sorted(categories.items())}}
+    card["validated"], card["reasons"] = verdict_on(card)
+    return card
+
+
+def verdict_on(card: dict) -> tuple[bool, list[str]]:
+    """(validated, reasons it is not): at chance, below chance, too little verdict mass, nothing judged."""
+    reasons = []
+    if card.get("accuracy") is None:
+        reasons.append("no gold pair could be judged")
+    elif card["ci_low"] <= 0.5:
+        reasons.append(f"accuracy {card['accuracy']:.2f} [{card['ci_low']:.2f}, {card['ci_high']:.2f}] is not above "
+                       "chance (its 95% CI reaches 0.5)")
+    mass = card.get("verdict_mass")
+    if mass is not None and mass < MIN_VERDICT_MASS:
+        reasons.append(f"only {mass:.2f} of its probability is on verdict letters (< {MIN_VERDICT_MASS})")
+    return not reasons, reasons
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def markdown(card: dict) -> str:
+    status = "validated" if card["validated"] else "**UNVALIDATED**: " + "; ".join(card["reasons"])
+    lb = card["length_bias"]
+    lines = [f"# Judge card: {card.get('judge', {}).get('name', '?')}", "",
+             f"Gold set: `{card.get('gold', {}).get('name', '?')}` ({card['n']} of {card['n_pairs']} pairs judged, "
+             "each in both answer orders)", "", f"Status: {status}", "",
+             "| statistic | value | meaning |", "|---|---|---|",
+             f"| accuracy | {_pct(card['accuracy'])} [{_pct(card['ci_low'])}, {_pct(card['ci_high'])}] | "
+             "mean preference for the better answer (0.5 = chance) |",
+             f"| first-slot rate | {_pct(card['first_slot_rate'])} | preference for whatever is shown first "
+             "(0.5 = no position bias) |",
+             f"| order-flip rate | {_pct(card['order_flip_rate'])} | pairs whose winner changes with the order |",
+             f"| tie rate | {_pct(card['tie_rate'])} | calls answered with a tie |",
+             f"| verdict mass | {_pct(card['verdict_mass'])} | probability on valid verdict letters (logprob mode) |",
+             f"| accuracy, better answer shorter | {_pct(lb['chosen_shorter']['accuracy'])} "
+             f"(n={lb['chosen_shorter']['n']}) | a length-loving judge fails here |",
+             f"| accuracy, better answer longer | {_pct(lb['chosen_longer']['accuracy'])} "
+             f"(n={lb['chosen_longer']['n']}) | |", "", "## Per kind", "",
+             "| kind | accuracy | 95% CI | n |", "|---|---|---|---|"]
+    for name, c in card["per_category"].items():
+        lines.append(f"| {name} | {_pct(c['accuracy'])} | [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}] | {c['n']} |")
+    return "\n".join(lines) + "\n"
