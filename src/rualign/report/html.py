@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rualign.report.tables import DISPLAY_HEADERS, NOT_JUDGED, display_cells
+from rualign.runs import stable_hash
 
 if TYPE_CHECKING:
     from rualign.report.build import Run
@@ -114,8 +115,10 @@ def browser_data(runs: list["Run"]) -> dict:
                           "mt": answer.get("answer_tokens"), "rt": ref_tokens, "finish": answer.get("finish_reason"),
                           "outcome": outcome, "value": value, "failure": failure,
                           "verdicts": _verdicts(run.judgments.get(pid, []), strings)})
+    # Marks in localStorage are keyed by the report's runs and prompts, so two reports never share them.
+    review_key = stable_hash([[run.name, [str(a["id"]) for a in run.answers]] for run in runs])
     return {"runs": [run.name for run in runs], "categories": sorted(categories), "outcomes": OUTCOMES,
-            "strings": strings.values, "items": items}
+            "strings": strings.values, "items": items, "review_key": review_key}
 
 
 def _results_table(rows: list[dict]) -> str:
@@ -191,7 +194,11 @@ _CONTROLS = """<div class="controls">
 <label>search <input id="search" type="search" placeholder="text in prompt, answer or reference"></label>
 <span><span id="visible-count">0</span> shown · <span id="match-count">0</span> match ·
 <span id="total-count">0</span> answers in total</span>
-</div>"""
+</div>
+<div class="review-controls muted">Review: mark the highlighted answer with <kbd>1</kbd> model better,
+<kbd>2</kbd> reference better, <kbd>3</kbd> tie, <kbd>0</kbd> clear; <kbd>j</kbd>/<kbd>k</kbd> move. Marks stay
+in this browser. <span id="review-count">0</span> marked ·
+<button id="export-review" type="button">Export review (JSON)</button> for <code>rualign agreement</code></div>"""
 
 
 def render_report(runs: list["Run"], rows: list[dict], plots: dict[str, Path], notes: list[str], target: int) -> str:

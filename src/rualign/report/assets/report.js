@@ -95,8 +95,90 @@
     if (item.failure) verdicts.appendChild(el("div", "error", "failure: " + item.failure));
     for (const v of item.verdicts) verdicts.appendChild(verdictNode(v));
     node.appendChild(verdicts);
+    node.appendChild(review.bar(item, node));
     return node;
   }
+
+  // Human review: a mark per (run, prompt), kept in this browser's localStorage under a key unique to the
+  // report's contents, exported as JSON for `rualign agreement`. Keys: j/k or arrows move, 1/2/3 mark, 0 clears.
+  const review = (function () {
+    const STORE = "rualign-review:" + data.review_key;
+    const LABELS = { model: "model better", reference: "reference better", tie: "tie" };
+    const KEYS = { "1": "model", "2": "reference", "3": "tie" };
+    const counter = document.getElementById("review-count");
+    let marks = {};
+    try { marks = JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { marks = {}; }
+    const keyOf = (item) => data.runs[item.run] + "\u0000" + item.id;
+    const api = { current: 0 };
+
+    function paint(node, item) {
+      const mark = marks[keyOf(item)] || "";
+      node.dataset.mark = mark;
+      for (const b of node.querySelectorAll(".mark-btn")) b.classList.toggle("active", b.dataset.mark === mark);
+    }
+    function save() {
+      try { localStorage.setItem(STORE, JSON.stringify(marks)); } catch (e) { /* private mode: keep in memory */ }
+      counter.textContent = String(Object.keys(marks).length);
+    }
+    api.set = function (item, node, mark) {
+      if (mark) marks[keyOf(item)] = mark; else delete marks[keyOf(item)];
+      save();
+      paint(node, item);
+    };
+    api.bar = function (item, node) {
+      const bar = el("div", "review");
+      bar.appendChild(el("span", "muted", "your mark: "));
+      Object.entries(KEYS).forEach(([key, mark]) => {
+        const b = el("button", "mark-btn", LABELS[mark] + " (" + key + ")");
+        b.type = "button";
+        b.dataset.mark = mark;
+        b.addEventListener("click", () => { api.focus(Array.prototype.indexOf.call(list.children, node), false);
+                                            api.set(item, node, marks[keyOf(item)] === mark ? null : mark); });
+        bar.appendChild(b);
+      });
+      node._item = item;
+      paint(node, item);
+      return bar;
+    };
+    api.focus = function (index, scroll) {
+      const nodes = list.children;
+      if (!nodes.length) return;
+      api.current = Math.max(0, Math.min(index, nodes.length - 1));
+      for (const n of nodes) n.classList.remove("current");
+      nodes[api.current].classList.add("current");
+      if (scroll) nodes[api.current].scrollIntoView({ block: "nearest" });
+    };
+    api.exportJson = function () {
+      const out = Object.entries(marks).map(([k, mark]) => {
+        const cut = k.indexOf("\u0000");
+        return { run: k.slice(0, cut), id: k.slice(cut + 1), mark: mark };
+      });
+      return JSON.stringify({ format: "rualign-review", version: 1, report: data.review_key,
+                              exported_at: new Date().toISOString(), marks: out }, null, 1);
+    };
+    document.addEventListener("keydown", (ev) => {
+      const tag = (ev.target && ev.target.tagName) || "";
+      if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      const node = list.children[api.current];
+      if (ev.key === "j" || ev.key === "ArrowDown") { api.focus(api.current + 1, true); ev.preventDefault(); }
+      else if (ev.key === "k" || ev.key === "ArrowUp") { api.focus(api.current - 1, true); ev.preventDefault(); }
+      else if (node && (KEYS[ev.key] || ev.key === "0")) {
+        api.set(node._item, node, KEYS[ev.key] || null);
+        api.focus(api.current + 1, true);  // next answer, so a reviewer can keep typing
+        ev.preventDefault();
+      }
+    });
+    document.getElementById("export-review").addEventListener("click", () => {
+      const a = el("a");
+      a.href = "data:application/json;charset=utf-8," + encodeURIComponent(api.exportJson());
+      a.download = "review.json";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    });
+    save();
+    return api;
+  })();
 
   function matches() {
     const run = controls.run.value, cat = controls.category.value, out = controls.outcome.value;
@@ -110,6 +192,7 @@
   function render() {
     const found = matches();
     list.replaceChildren(...found.slice(0, shown).map(card));
+    review.focus(Math.min(review.current, list.children.length - 1), false);
     const visible = Math.min(shown, found.length);
     count.textContent = String(visible);
     document.getElementById("match-count").textContent = String(found.length);
