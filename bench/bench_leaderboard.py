@@ -6,6 +6,7 @@ timed on a few resamples and scaled to the same count. Coefficient recovery erro
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -36,6 +37,12 @@ def _peer_seconds_per_resample(data) -> float:
     return (time.perf_counter() - start) / PEER_BOOT
 
 
+def _load() -> str:
+    """Load conditions for the notes: this machine is often shared (parallel sessions on 2 cores)."""
+    load = os.getloadavg()[0]
+    return f"under load (6 parallel helpers), load avg {load:.1f}" if load > 1.5 else f"quiet, load avg {load:.1f}"
+
+
 def run() -> list[Row]:
     sys.path.insert(0, str(TESTS))
     from joint_sim import simulate, write_runs
@@ -54,8 +61,9 @@ def run() -> list[Row]:
     group = result["groups"][0]
     lc = {c["name"]: c["value"] for c in group["coefficients"]["lc"]}
     theta = np.array([np.log(r["lc"] / (100 - r["lc"])) for r in group["rows"]])
-    err = f"|gamma err| {abs(lc['length'] - GAMMA):.3f}, |delta err| {abs(lc['order'] - DELTA):.3f}, " \
-          f"max |theta err| {np.max(np.abs(theta - truth.theta)):.3f} (lc values rounded to 0.01)"
+    load = _load()
+    err = f"{load}; gamma abs err {abs(lc['length'] - GAMMA):.3f}, delta abs err {abs(lc['order'] - DELTA):.3f}, " \
+          f"max theta abs err over {RUNS} runs {np.max(np.abs(theta - truth.theta)):.3f} (sampling SE per run ~0.06)"
     rows = [Row("leaderboard", f"rualign leaderboard, {RUNS} runs x {PROMPTS} prompts ({2 * RUNS * PROMPTS} judge "
                                f"rows), lc + sc with {BOOT} bootstrap refits each, seconds", round(seconds, 2), None,
                 "", "<= 30 s", seconds <= 30, f"{err}; converged {group['converged']}", peak_rss_mb())]
@@ -69,7 +77,7 @@ def run() -> list[Row]:
     rows.append(Row("leaderboard", f"joint lc fit ({RUNS} runs x {PROMPTS} prompts), bootstrap refits/s: batched "
                                    "Newton with Schur complement vs one dense-Hessian Newton fit per resample",
                     round(ours, 1), round(peer, 2), f"stats.fit_logistic per resample, {PEER_BOOT} timed", "-", None,
-                    f"the peer would take {BOOT / peer:.0f} s for {BOOT} resamples", peak_rss_mb()))
+                    f"{_load()}; the peer would take {BOOT / peer:.0f} s for {BOOT} resamples", peak_rss_mb()))
     return rows
 
 

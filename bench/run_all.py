@@ -18,6 +18,7 @@ from common import save, write_benchmarks_md  # noqa: E402
 BENCHES = {
     "data": "bench_data",
     "judge": "bench_judge",
+    "leaderboard": "bench_leaderboard",
     "gen": "bench_gen",
     "sft_levers": "bench_sft_levers",
     "flops": "bench_flops",

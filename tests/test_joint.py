@@ -42,10 +42,11 @@ def test_batched_bootstrap_equals_one_weighted_fit_at_a_time():
         keep = np.repeat(np.arange(len(data.y)), counts[b, data.prompt_idx])
         x = np.column_stack([np.eye(3)[data.run_idx[keep]], z[keep]])
         beta = np.zeros(x.shape[1])
+        ridge = np.array([joint.RIDGE] * 3 + [joint.COEF_RIDGE] * z.shape[1])
         for _ in range(50):
             p = 1 / (1 + np.exp(-x @ beta))
-            h = (x * (p * (1 - p))[:, None]).T @ x + joint.RIDGE * np.eye(x.shape[1])
-            beta -= np.linalg.solve(h, x.T @ (p - data.y[keep]) + joint.RIDGE * beta)
+            h = (x * (p * (1 - p))[:, None]).T @ x + np.diag(ridge)
+            beta -= np.linalg.solve(h, x.T @ (p - data.y[keep]) + ridge * beta)
         assert np.allclose(np.concatenate([theta[b], coef[b]]), beta, atol=1e-6)
 
 

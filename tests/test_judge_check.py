@@ -13,7 +13,7 @@ import pytest
 from rualign.cli import main
 from rualign.eval import judge as judge_mod
 from rualign.eval import judge_card
-from rualign.eval.judge_check import find_card, load_gold
+from rualign.eval.judge_check import load_gold
 
 _ANSWER = re.compile(r"\[Ответ ([AB])\]\n(.*?)\n\n\[Конец ответа \1\]", re.DOTALL)
 
@@ -81,7 +81,6 @@ def test_perfect_judge(tmp_path, fake_judge):
     assert code == 0 and len(calls) == 2 * len(pairs)
     assert card["accuracy"] == 1.0 and card["ci_low"] == 1.0 and card["validated"] is True
     assert card["first_slot_rate"] == 0.5 and card["order_flip_rate"] == 0.0 and card["tie_rate"] == 0.0
-    assert card["verdict_mass"] == 1.0
     assert all(c["accuracy"] == 1.0 for c in card["per_category"].values())
     assert "validated" in (out / "judge_card.md").read_text()
     calls.clear()  # a rerun is answered from the judge cache: no call reaches the judge
@@ -119,17 +118,6 @@ def test_length_loving_judge_shows_length_bias(tmp_path, fake_judge):
     assert 0.4 <= card["accuracy"] <= 0.6 and card["validated"] is False
 
 
-def test_low_verdict_mass_is_unvalidated_and_card_is_filed(tmp_path, fake_judge):
-    _, pairs = load_gold("bundled:gold_ru")
-    chosen = {p["chosen"] for p in pairs}
-    fake_judge(lambda a, b: (0.3, 0.02, 0.0) if a in chosen else (0.02, 0.3, 0.0))  # right, but mostly not a letter
-    _, card, _ = _run(tmp_path, "mass")
-    assert card["accuracy"] > 0.9 and card["verdict_mass"] == pytest.approx(0.32, abs=0.01)
-    assert card["validated"] is False and "verdict letters" in card["reasons"][-1]
-    from rualign.eval.schema import parse_judge_spec
-    assert find_card(parse_judge_spec("openai:fake@http://127.0.0.1:9/v1"))["verdict_mass"] == card["verdict_mass"]
-
-
 def test_card_on_handmade_rows():
     pairs = [{"id": "a", "chosen": "x", "rejected": "yyyy", "category": "k"},
              {"id": "b", "chosen": "xxxx", "rejected": "y", "category": "k"}]
@@ -139,6 +127,6 @@ def test_card_on_handmade_rows():
             {"id": "b", "order": "reference_first", "preference": None, "error": "api: down"}]
     card = judge_card.build_card(rows, pairs)
     assert card["accuracy"] == pytest.approx(0.375) and card["n"] == 2 and card["failed_pairs"] == 0
-    assert card["first_slot_rate"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
-    assert card["tie_rate"] == pytest.approx(1 / 3) and card["order_flip_rate"] == 0.0
+    assert card["first_slot_rate"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
+    assert card["tie_rate"] == pytest.approx(1 / 3, abs=1e-4) and card["order_flip_rate"] == 0.0
     assert card["length_bias"]["chosen_shorter"]["accuracy"] == 0.75

@@ -51,7 +51,10 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
     coefficients = {fit.kind: [{"name": c.name, "value": _r(c.value, 4), "ci_low": _r(c.ci_low, 4),
                                 "ci_high": _r(c.ci_high, 4), "scale": _r(c.scale, 4)} for c in fit.coefficients]
                     for fit in (lc, sc)}
+    fitted = {c["name"] for c in coefficients["sc"]}
+    constant = [n for n in ("order", "length", *data.style_names) if n not in fitted]
     return {"reference": str(inputs[0].reference), "rows": rows, "coefficients": coefficients,
+            "not_estimated": constant,
             "converged": bool(lc.converged and sc.converged), "calls_fitted": int(len(data.y)),
             "prompts": len(data.prompts)}
 
@@ -92,6 +95,9 @@ def markdown(groups: list[dict], n_boot: int) -> str:
         for kind, coefs in group["coefficients"].items():
             for c in coefs:
                 lines.append(f"| {kind} | {c['name']} | {c['value']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] |")
+        if group["not_estimated"]:
+            lines += ["", "Not estimated (the same for every answer pair, so nothing to fit): "
+                      + ", ".join(group["not_estimated"]) + "."]
         if not group["converged"]:
             lines += ["", "**Warning:** the fit did not converge in some resamples; treat CIs with care."]
         lines.append("")
@@ -137,8 +143,9 @@ def build_leaderboard(inputs: list[RunInput], out_dir: Path, *, n_boot: int = DE
     rows = [r for g in groups for r in g["rows"]]
     write_text(out_dir / "leaderboard.csv", csv_text(rows))
     write_text(out_dir / "leaderboard.md", markdown(groups, n_boot))
-    write_json(out_dir / "coefficients.json", [{k: g[k] for k in ("reference", "coefficients", "converged",
-                                                                   "calls_fitted", "prompts")} for g in groups])
+    write_json(out_dir / "coefficients.json", [{k: g[k] for k in ("reference", "coefficients", "not_estimated",
+                                                                   "converged", "calls_fitted", "prompts")}
+                                               for g in groups])
     plot(groups, out_dir / "leaderboard.png")
     hashed = [{"name": r.name, "answers": str(r.answers), "answers_hash": file_hash(r.answers),
                "judgments": str(r.judgments), "judgments_hash": file_hash(r.judgments),
