@@ -20,10 +20,11 @@ EXPERIMENT_FILES = [p for p in ALL_YAML if p.startswith("study/") and not Path(p
 JUDGE_FILES = [p for p in ALL_YAML if p.startswith("judge/")]
 INCLUDES = [p for p in ALL_YAML if Path(p).name.startswith("_")]
 ACCELERATE = [p for p in ALL_YAML if p.startswith("accelerate/")]  # tests/test_train_schema.py
+SWEEP_FILES = [p for p in ALL_YAML if p.startswith("sweep/")]
 
 
 def test_every_shipped_yaml_is_checked_somewhere():
-    assert sorted(EXPERIMENT_FILES + JUDGE_FILES + INCLUDES + ACCELERATE) == ALL_YAML
+    assert sorted(EXPERIMENT_FILES + JUDGE_FILES + INCLUDES + ACCELERATE + SWEEP_FILES) == ALL_YAML
     assert len(EXPERIMENT_FILES) == 9
     # One demo file only, inside the package: a second copy under configs/ could drift from what ships.
     assert DEMO.is_file() and not (CONFIGS / "demo.yaml").exists()
@@ -115,3 +116,19 @@ def test_judge_yaml_parses(name):
 
     cfg = parse_judge_spec(str(CONFIGS / name))
     assert cfg.api_key_env and cfg.backend == "openai"
+
+
+@pytest.mark.parametrize("name", SWEEP_FILES)
+def test_sweep_file_dry_runs_offline(name, tmp_path, monkeypatch, capsys):
+    """Every path of the search space resolves, every range is valid at both ends, the plan builds offline."""
+    import rualign.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run must not load a model")
+
+    monkeypatch.setattr(rualign.models, "load_model", refuse)
+    monkeypatch.setattr(rualign.models, "load_tokenizer", refuse)
+    monkeypatch.chdir(ROOT)
+    assert main(["sweep", str(CONFIGS / name), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing was run" in out and not (tmp_path / "out").exists()
