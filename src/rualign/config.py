@@ -7,10 +7,10 @@ pipeline.py); they all derive from `Strict`, so an unknown or misspelled key is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rualign.errors import ConfigError
 
@@ -20,7 +20,14 @@ M = TypeVar("M", bound=BaseModel)
 class Strict(BaseModel):
     """Base for every config schema: unknown keys are errors, defaults live here, not at call sites."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: `.inf` and `.nan` pass every gt/ge bound (inf > 0, nan compares false), so
+    # `epochs: .inf` or `weight: .nan` would reach the trainer; a config number is always finite.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)
+
+
+# A seed every consumer accepts: numpy's legacy seeding (transformers.set_seed) needs 0 <= seed < 2**32.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
@@ -49,14 +56,37 @@ def _describe(error: dict) -> str:
     return f"'{loc}': {error['msg']}"
 
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last silently, so a
+    second `sources:` would drop the first list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml_text(text: str, path: str | Path) -> tuple[Any, yaml.Node | None]:
+    """The one YAML reader for configs: safe, strict about duplicate keys, errors with file and line."""
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=StrictLoader)
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path, line=line) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
+        raise ConfigError(f"invalid YAML value: {exc}", path=path) from exc
     return data, node
 
 

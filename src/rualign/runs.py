@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from rualign.errors import RualignError
+from rualign.textio import loads
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("rualign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "httpx")
@@ -34,6 +36,29 @@ def _json_default(obj: Any):
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _nulled(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalars
+        return _nulled(obj.item())
+    if isinstance(obj, dict):
+        return {k: _nulled(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulled(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """json.dumps that always writes valid JSON: a NaN or Infinity (a diverged loss, a NaN cell of a parquet
+    source) becomes null, never the bare `NaN` token that strict readers (and rualign's own) refuse."""
+    kwargs.setdefault("ensure_ascii", False)
+    try:
+        return json.dumps(obj, allow_nan=False, default=_json_default, **kwargs)
+    except ValueError:
+        return json.dumps(_nulled(json.loads(json.dumps(obj, default=_json_default))), allow_nan=False, **kwargs)
 
 
 def canonical_json(obj: Any) -> str:
@@ -99,8 +124,13 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON document (manifests, score.json, run.json) atomically; URL credentials are redacted
+    here, the one sink every stored record passes through."""
+    from rualign.redact import redact
+
+    obj = redact(json.loads(dumps(obj)))
     with atomic_open(path) as handle:
-        handle.write(json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
+        handle.write(dumps(obj, indent=2) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -112,7 +142,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
     count = 0
     with atomic_open(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            handle.write(dumps(row) + "\n")
             count += 1
     return count
 
@@ -134,7 +164,7 @@ class JsonlAppender:
 
     def append(self, row: Any) -> None:
         try:  # a line torn by a full disk is cut off by the next open, like one torn by a kill
-            self._handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            self._handle.write(dumps(row) + "\n")
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
@@ -170,10 +200,13 @@ def read_jsonl(path: str | Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append(loads(line))
             except json.JSONDecodeError as exc:
                 raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=number,
                                    expected="one JSON object per line") from exc
+            except (ValueError, RecursionError) as exc:  # NaN/Infinity: never trusted as a number
+                raise RualignError(f"malformed JSON: {exc}", path=path, line=number,
+                                   expected="one JSON object per line, finite numbers") from exc
     return rows
 
 
@@ -205,14 +238,58 @@ def read_manifest(folder: str | Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        return loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError is a ValueError
         return None  # an unreadable manifest means "not finished", never a trusted output
 
 
 def is_finished(folder: str | Path, config_hash: str) -> bool:
+    """A manifest with this hash whose vouched-for files (if it lists any) are still intact."""
     manifest = read_manifest(folder)
-    return manifest is not None and manifest.get("config_hash") == config_hash
+    return (manifest is not None and manifest.get("config_hash") == config_hash
+            and files_problem(folder, manifest) is None)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_record(folder: str | Path, names: Iterable[str]) -> dict[str, dict]:
+    """{name: {sha256, bytes}} of the files a manifest vouches for (the manifest's `files` field)."""
+    folder = Path(folder)
+    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in names if (folder / name).is_file()}
+
+
+def files_problem(folder: str | Path, manifest: dict) -> str | None:
+    """Why the files a manifest vouches for are not the ones it was written for (None: intact, or a
+    manifest from before `files` existed). Size first, so a truncated file costs no hashing."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return None
+    folder = Path(folder)
+    for name, entry in files.items():
+        path = folder / name
+        if not isinstance(entry, dict) or not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            return f"{name} has {size} bytes, the manifest recorded {entry.get('bytes')} (cut short or changed)"
+        if sha256_file(path) != entry.get("sha256"):
+            return f"{name} changed since it was written (sha256 differs from the manifest)"
+    return None
+
+
+def verify_files(folder: str | Path, manifest: dict) -> None:
+    """Refuse a folder whose files no longer match its manifest: a later stage never trusts them."""
+    problem = files_problem(folder, manifest)
+    if problem:
+        raise RualignError(f"{problem}; this folder is not trusted", path=Path(folder) / MANIFEST,
+                           hint="rebuild it (rualign data RECIPE --out FOLDER --force) or restore the file")
 
 
 def rualign_home() -> Path:

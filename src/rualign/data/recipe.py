@@ -21,8 +21,9 @@ from rualign.data.sources import (RawRow, RowError, answers_of, bundled_path, ch
                                   prompt_of, read_rows)
 from rualign.data.tokens import count_tokens, length_stats
 from rualign.errors import DataError
+from rualign.paths import out_folder, refuse_overlap
 from rualign.progress import progress
-from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_jsonl, write_manifest
+from rualign.runs import MANIFEST, file_hash, files_record, is_finished, read_manifest, stable_hash, write_jsonl, write_manifest
 
 
 @dataclass
@@ -228,6 +229,9 @@ def _public(record: dict) -> dict:
     return ordered
 
 
+DATA_FILES = ("train.jsonl", "val.jsonl", "rejected.jsonl", MANIFEST)
+
+
 def config_hash(recipe: Recipe) -> str:
     inputs = {s.name: _input_hash(s) for s in recipe.sources}
     # `control` only enters the hash when set: recipes without it keep the hashes they always had.
@@ -238,6 +242,9 @@ def config_hash(recipe: Recipe) -> str:
 def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = False, force: bool = False) -> dict:
     """Execute a recipe; returns the manifest (also for a cached or dry run)."""
     started = time.time()
+    if out_dir is not None and not dry_run:  # checked before any work: outputs never replace inputs
+        out_folder(out_dir)
+        refuse_overlap([s.path for s in recipe.sources], files=[Path(out_dir) / n for n in DATA_FILES])
     chash = config_hash(recipe)
     if out_dir is not None and not dry_run and not force and is_finished(out_dir, chash):
         manifest = read_manifest(out_dir)
@@ -281,7 +288,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = Fa
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "val.jsonl", val)
     write_jsonl(out / "rejected.jsonl", [rej for r in results.values() for rej in r.rejected])
-    return write_manifest(out, stage="data", config_hash=chash, **manifest)
+    files = files_record(out, DATA_FILES[:3])  # verified whenever a later stage reads this folder
+    return write_manifest(out, stage="data", config_hash=chash, files=files, **manifest)
 
 
 def _check_counts(manifest: dict) -> None:

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rualign.config import Strict
+from rualign.config import Seed, Strict
+from rualign.paths import SafeName
 
 FORMATS = ("grandmaster", "saiga_scored", "saiga_preferences", "chat", "preference", "kto")
 RECORD_KINDS = {"grandmaster": "chat", "saiga_scored": "chat", "chat": "chat",
@@ -63,8 +64,8 @@ class Filters(Strict):
 
         for pattern in patterns:
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                re.compile(pattern, re.IGNORECASE)  # compiled exactly as filters.blacklist uses it
+            except (re.error, OverflowError, RecursionError, ValueError) as exc:
                 raise ValueError(f"blacklist regex {pattern!r} does not compile: {exc}") from exc
         return patterns
 
@@ -83,7 +84,7 @@ class Sample(Strict):
 
 
 class Source(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: SafeName
     format: Literal["grandmaster", "saiga_scored", "saiga_preferences", "chat", "preference", "kto"]
     path: str = Field(description="jsonl, json, parquet, a save_to_disk folder, hf:<id>, or bundled:<name>")
     split: str = "train"
@@ -94,7 +95,7 @@ class Source(Strict):
 
 
 class Recipe(Strict):
-    seed: int = 42
+    seed: Seed = 42
     tokenizer: str = Field("default", description="answer lengths are counted in this tokenizer's tokens")
     val_fraction: float = Field(0.05, ge=0, lt=1)
     total: int | None = Field(None, ge=1, description="rows after mixing, shared out by source weights")

@@ -39,11 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rualign.errors import RualignError
+    from rualign.errors import RualignError, check_args
+    from rualign.paths import out_folder, refuse_overlap
 
     from rualign.eval.judge import run_judge
     from rualign.eval.schema import parse_judge_spec
 
+    check_args(("--seed", args.seed, 0 <= args.seed < 2**32, "0 to 2**32-1"),
+               ("--target", args.target, args.target >= 1, "a positive number of tokens"))
+    out = out_folder(args.out)  # before any work: outputs never replace inputs
+    refuse_overlap([args.answers, args.reference, args.judge_config],
+                   files=[out / n for n in ("judgments.jsonl", "score.json", "manifest.json")] +
+                   ([args.cache] if args.cache else []))
     cfg = parse_judge_spec(args.judge, args.judge_config, args.mode)
     from pathlib import Path
 

@@ -52,7 +52,39 @@ def plan_files(files: list[str | Path], out_dir: str | Path, *, store: str | Pat
     if dupes:
         raise RualignError(f"experiment name(s) {', '.join(dupes)} appear in more than one file",
                            hint="each name is a run folder under --out; rename one")
-    return build_plan(experiments, Path(store) if store else Path(out_dir) / "_store", allow_missing=allow_missing)
+    plan = build_plan(experiments, Path(store) if store else Path(out_dir) / "_store", allow_missing=allow_missing)
+    refuse_input_overlap(plan, Path(out_dir))
+    return plan
+
+
+RUN_FILES = ("answers.jsonl", "run.json", "judge/score.json", "judge/judgments.jsonl", "judge/manifest.json")
+
+
+def plan_inputs(plan: Plan) -> list[str]:
+    """Every local file or folder a plan reads: experiment files, models, recipe sources, data folders,
+    prompts and reference answers."""
+    inputs: list[str] = []
+    for run in plan.runs:
+        exp = run.experiment
+        inputs += [str(exp._source), exp.model, str(exp.eval.prompts)]
+        if run.reference.startswith("file:"):
+            inputs.append(run.reference[len("file:"):])
+    for node in plan.nodes.values():
+        if node.kind == "data":
+            inputs += [s.path for s in node.spec["recipe"].sources]
+        inputs += [str(node.spec[k]) for k in ("data_folder", "prompts", "model") if node.spec.get(k)]
+    return inputs
+
+
+def refuse_input_overlap(plan: Plan, out_dir: Path) -> None:
+    """Before any work: no run folder file or report file may be an input of the plan."""
+    from rualign.paths import out_folder, refuse_overlap
+
+    out_folder(out_dir)
+    out_folder(plan.store, flag="--store")
+    files = [out_dir / run.experiment.name / name for run in plan.runs for name in RUN_FILES]
+    files += [out_dir / "report" / name for name in ("results.csv", "report.md", "report.html")]
+    refuse_overlap(plan_inputs(plan), files=files, trees=[out_dir / "report" / "plots"])
 
 
 def print_plan(plan: Plan, console=None) -> None:
@@ -62,17 +94,19 @@ def print_plan(plan: Plan, console=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from rualign.redact import redact_text
+
     console = console or Console()
     table = Table(title=f"rualign plan (store {plan.store})", box=box.SIMPLE_HEAD)
     for column in ("#", "stage", "hash", "status", "used by"):
         table.add_column(column, overflow="fold")
     for number, node in enumerate(plan.nodes.values(), start=1):
         status = "cached" if node.finished() else "would run"
-        table.add_row(str(number), Text(node.label), node.key, status, Text(", ".join(node.used_by)))
+        table.add_row(str(number), Text(redact_text(node.label)), node.key, status, Text(", ".join(node.used_by)))
     console.print(table)
     notes = sorted({note for node in plan.nodes.values() for note in node.notes})
     for note in notes:
-        console.print(Text(f"  note: {note}"))
+        console.print(Text(f"  note: {redact_text(note)}"))
     todo = sum(1 for n in plan.nodes.values() if not n.finished())
     console.print(f"{len(plan.runs)} experiment(s), {len(plan.nodes)} stage(s): {todo} would run, "
                   f"{len(plan.nodes) - todo} cached")
@@ -80,8 +114,10 @@ def print_plan(plan: Plan, console=None) -> None:
 
 def run_plan(plan: Plan, out_dir: str | Path) -> tuple[list[Path], dict[str, str]]:
     """Execute the plan and write one run folder per experiment; returns (run folders, node outcomes)."""
+    from rualign.paths import exclusive_lock
     from rualign.pipeline.execute import execute, write_run_folder
 
-    outcome = execute(plan)
-    folders = [write_run_folder(run, plan, Path(out_dir)) for run in plan.runs]
+    with exclusive_lock(plan.store, "the stage store"):  # a second run on the same store refuses at once
+        outcome = execute(plan)
+        folders = [write_run_folder(run, plan, Path(out_dir)) for run in plan.runs]
     return folders, outcome

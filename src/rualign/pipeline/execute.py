@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 from rualign.pipeline.plan import Node, Plan, RunPlan
+from rualign.paths import contained, remove_tree
 from rualign.progress import stage_log
-from rualign.runs import read_manifest, write_json, write_manifest
+from rualign.runs import files_record, read_manifest, write_json, write_manifest
 
 
 def _say(message: str) -> None:
@@ -30,7 +31,7 @@ def _link(workspace: Path, name: str, target: Path) -> None:
     if link.is_symlink() or link.exists():
         if link.is_symlink() and Path(os.readlink(link)) == target:
             return
-        link.unlink() if link.is_symlink() else shutil.rmtree(link)
+        remove_tree(workspace, link)
     workspace.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target, target_is_directory=True)
 
@@ -102,6 +103,7 @@ def _run_answers(node: Node, plan: Plan) -> None:
         result = reference_loss(backend.lm, backend.tokenizer, heldout_conversations(spec, limit))
         write_json(node.folder / "ref_loss.json", {**result, "heldout": spec, "limit": limit})
     write_manifest(node.folder, stage="answers", config_hash=node.key, model=backend.model,
+                   files=files_record(node.folder, ["answers.jsonl"]),
                    prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
                    reused=summary.reused, finish_reasons=summary.finish_reasons,
                    seconds=round(summary.seconds, 2), new_tokens=summary.new_tokens,
@@ -161,6 +163,7 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     """out_dir/<name>/: answers.jsonl, judge/{score.json, judgments.jsonl, manifest.json}, run.json last."""
     exp = run.experiment
     folder = out_dir / exp.name
+    contained(out_dir, folder)  # the name is checked by the schema; this guards any other way in
     (folder / "run.json").unlink(missing_ok=True)  # an older run.json must not vouch for new files
     _copy(plan.nodes[run.answers].folder / "answers.jsonl", folder / "answers.jsonl")
     judge = plan.nodes[run.judge].folder

@@ -21,7 +21,8 @@ from rualign.config import resolve_relative, validate
 from rualign.errors import ConfigError, RualignError
 from rualign.eval.schema import JudgeConfig, parse_judge_spec
 from rualign.pipeline.schema import Experiment, Generation
-from rualign.runs import file_hash, is_finished, read_manifest, stable_hash
+from rualign.redact import redact_url
+from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, verify_files
 from rualign.train.schema import StageConfig
 
 # Keys that do not change a trained model (the same set train/run.py leaves out of its stage key).
@@ -135,7 +136,10 @@ def _stage_data(stage: StageConfig, exp: Experiment, plan: Plan) -> tuple[str, N
         node = _recipe_node(value, where, Path(value).stem, exp, plan)
         return node.key, node, value
     folder = Path(_resolve(value, exp))
-    if read_manifest(folder) is None or not (folder / "train.jsonl").is_file():
+    manifest = read_manifest(folder)
+    if manifest is not None and (folder / "train.jsonl").is_file():
+        verify_files(folder, manifest)  # before planning on it: a truncated train.jsonl is refused
+    if manifest is None or not (folder / "train.jsonl").is_file():
         raise ConfigError(f"stage '{stage.name}': data '{value}' is neither a name under `data:` "
                           f"({', '.join(exp.data) or 'none defined'}), a recipe YAML, nor a finished data folder",
                           path=exp._source, expected="a data name, recipe.yaml, an inline recipe or a data folder")
@@ -253,7 +257,7 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     relevant = cfg.model_dump(mode="json", include=_JUDGE_KEYS)
     key = stable_hash({"answers": answers.key, "reference": ref_key, "judge": relevant, "target": exp.eval.target,
                        "seed": exp.eval.judge_seed, "version": 1})
-    notes = [f"judge endpoint {cfg.base_url}: not contacted in a dry run"] if cfg.backend == "openai" else []
+    notes = [f"judge endpoint {redact_url(cfg.base_url)}: not contacted in a dry run"] if cfg.backend == "openai" else []
     judge = plan.add(Node("judge", key, f"judge {exp.name}", plan.store / "judge" / key,
                           {"answers": answers.id, "reference": reference, "config": cfg, "target": exp.eval.target,
                            "seed": exp.eval.judge_seed},

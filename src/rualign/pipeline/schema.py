@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from rualign.config import Strict, parse_yaml_text, resolve_relative
+from rualign.config import Seed, Strict, parse_yaml_text, resolve_relative
 from rualign.errors import ConfigError
+from rualign.paths import SafeName
 from rualign.eval.schema import JudgeConfig
 from rualign.train.schema import StageConfig, TrainConfig
 
@@ -31,7 +32,7 @@ class Generation(Strict):
     max_new_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(16, ge=1)
     bf16: Literal["auto", "on", "off"] = "auto"
     base_url: str | None = None        # openai backend: where the model is served
@@ -68,7 +69,7 @@ class Evaluation(Strict):
     judge: str | JudgeConfig = Field(description="judge SPEC (llamacpp:default, local:..., openai:m@url, "
                                                  "judge.yaml) or an inline judge mapping")
     target: int = Field(540, ge=1)
-    judge_seed: int = 0
+    judge_seed: Seed = 0
     heldout: str | None = Field(None, description="held-out conversations for ref_loss (hf backend): "
                                                   "bundled:grandmaster (its test split) or a JSONL file")
     heldout_limit: int = Field(16, ge=1, description="ref_loss over the first N held-out conversations")
@@ -80,13 +81,13 @@ class Evaluation(Strict):
 
 
 class Experiment(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: SafeName  # the run folder under --out
     description: str = ""
     model: str = "default"
     chat_template: Literal["model", "chatml_no_system"] = "model"
-    seed: int = 42
+    seed: Seed = 42
     trust_remote_code: bool = False
-    data: dict[str, str | dict[str, Any]] = Field(
+    data: dict[SafeName, str | dict[str, Any]] = Field(
         default_factory=dict, description="named recipes (inline mapping or recipe YAML path) for stages' data:")
     stage_defaults: dict[str, Any] = Field(default_factory=dict, description="keys merged into every stage")
     stages: list[StageConfig] = Field(default_factory=list, description="[] = evaluate the base model as is")

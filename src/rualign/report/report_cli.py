@@ -22,11 +22,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rualign.errors import RualignError
+    from rualign.paths import out_folder, refuse_overlap
     from rualign.report.build import build_report
     from rualign.report.tables import print_table
 
     if args.target <= 0:
         raise RualignError(f"--target must be a positive number of tokens, got {args.target}")
+    out_folder(args.out)  # before any work
+    refuse_overlap(args.run_dirs, files=[args.out / n for n in ("results.csv", "report.md", "report.html")],
+                   trees=[args.out / "plots"])
     result = build_report(args.run_dirs, args.out, target=args.target)
     console = Console()
     print_table(result["rows"], console)

@@ -9,15 +9,16 @@ stage resumes from its last checkpoint under `checkpoints/` with the same data o
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from rualign.config import resolve_relative
 from rualign.errors import ConfigError, RualignError
+from rualign.paths import contained, out_folder, refuse_overlap, remove_tree
 from rualign.progress import verbose
-from rualign.runs import file_hash, read_jsonl, read_manifest, stable_hash, write_manifest, write_text
+from rualign.runs import (file_hash, read_jsonl, read_manifest, stable_hash, verify_files, write_manifest,
+                          write_text)
 from rualign.train.methods import MethodSpec, StageContext, get_method, resolve
 from rualign.train.schema import StageConfig, TrainConfig
 
@@ -78,6 +79,7 @@ def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
     if manifest is None or not (folder / "train.jsonl").exists():
         raise ConfigError(f"stage '{stage.name}': data folder is not a finished `rualign data` output",
                           path=folder, expected="a folder with train.jsonl and manifest.json")
+    verify_files(folder, manifest)  # a train.jsonl cut short after `rualign data` is refused, not trained on
     kind = manifest.get("kind")
     if kind not in spec.data_kinds:
         raise ConfigError(f"stage '{stage.name}': method '{spec.name}' needs data of kind "
@@ -87,6 +89,19 @@ def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
     if not train:
         raise ConfigError(f"stage '{stage.name}': train.jsonl is empty", path=folder / "train.jsonl")
     return folder, kind, train, val
+
+
+def _refuse_overlap(config: TrainConfig, stage: StageConfig, out: Path, source: str | Path | None) -> None:
+    """The stage folder (and an inline recipe's data folder) must not be or hold an input of the run."""
+    contained(out, out / stage.name)  # the name is checked by the schema; this guards any other way in
+    base = Path(source) if source else None
+    inputs = [source, resolve_relative(config.model, base)]
+    inputs += [resolve_relative(s.data, base) for s in config.stages if isinstance(s.data, str)]
+    for param in ("ref_model", "reward_model"):
+        value = stage.params.get(param)
+        if isinstance(value, str):
+            inputs.append(resolve_relative(value, base))
+    refuse_overlap(inputs, trees=[out / stage.name, out / "_data" / stage.name])
 
 
 def stage_key(config: TrainConfig, stage: StageConfig, data_dir: Path, parent: dict | None) -> dict:
@@ -113,7 +128,7 @@ def _prepare_dir(stage_dir: Path, key: str) -> Path | None:
     if key_file.exists() and key_file.read_text().strip() == key and checkpoint is not None:
         return checkpoint
     if _is_rank_zero():
-        shutil.rmtree(stage_dir, ignore_errors=True)
+        remove_tree(stage_dir.parent, stage_dir)  # only ever a folder strictly inside --out
         write_text(key_file, key + "\n")
     return None
 
@@ -151,7 +166,8 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     """Train one stage (or reuse it when finished); returns its manifest."""
     from rualign.train.precision import choose_precision
 
-    out = Path(out_dir)
+    out = out_folder(out_dir)
+    _refuse_overlap(config, stage, out, source)  # before any work: the stage folder is wiped on a fresh start
     spec = get_method(stage.method)
     start_model, parent_manifest = _start_model(config, stage, out)
     data_dir, kind, train_rows, val_rows = load_stage_data(stage, spec, out, source)
@@ -182,7 +198,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
         precision=precision, precision_reason=why, seconds=round(time.time() - started, 2),
         resumed_from=resume_from.name if resume_from else None, **trained)
     # Checkpoints only serve an interrupted run; a finished stage is reused through its manifest.
-    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    remove_tree(stage_dir, stage_dir / "checkpoints")
     _barrier()
     return manifest
 

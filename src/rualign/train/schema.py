@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rualign.config import Strict
+from rualign.config import Seed, Strict
+from rualign.paths import SafeName
 
 
 class LoraSpec(Strict):
@@ -29,7 +30,7 @@ class QLoraSpec(LoraSpec):
 
 
 class StageConfig(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: SafeName                      # the stage folder under --out
     method: str
     parent: str | None = None           # default: the previous stage (None for the first stage = base model)
     data: str | dict[str, Any]          # a `rualign data` output folder, or an inline recipe mapping
@@ -119,7 +120,7 @@ class StageConfig(Strict):
 class TrainConfig(Strict):
     model: str = "default"
     chat_template: str = "model"        # model | chatml_no_system
-    seed: int = 42
+    seed: Seed = 42
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
     trust_remote_code: bool = False
     stages: list[StageConfig] = Field(min_length=1)

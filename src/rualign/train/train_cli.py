@@ -27,9 +27,11 @@ def run(args: argparse.Namespace) -> int:
 
     from rualign.config import load_yaml
     from rualign.errors import ConfigError
+    from rualign.paths import out_folder
     from rualign.train.run import run_stage
     from rualign.train.schema import TrainConfig
 
+    out_folder(args.out)  # before any work
     config = load_yaml(args.config, TrainConfig)
     names = [s.name for s in config.stages]
     for name in args.stage or []:
