@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except RualignError as exc:
         if args.debug:
             raise
-        print(f"error: {exc.render()}", file=sys.stderr)
+        from rualign.redact import redact_text
+
+        print(f"error: {redact_text(exc.render())}", file=sys.stderr)  # a URL with a token stays hidden
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept and reused on the next run", file=sys.stderr)

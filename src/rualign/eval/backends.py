@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 from rualign.errors import RualignError, require
+from rualign.redact import redact_url
 from rualign.runs import stable_hash
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class OpenAIBackend:
         self.failures: list[str] = []
 
     def settings(self) -> dict[str, Any]:
-        return {"base_url": self.base_url}  # never the key
+        return {"base_url": redact_url(self.base_url)}  # never the key, nor URL userinfo
 
     def prompt_length(self, messages: list[dict]) -> int:
         return sum(len(m["content"]) for m in messages)  # characters: only used to order batches

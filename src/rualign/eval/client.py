@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from rualign.errors import RualignError
+from rualign.redact import redact_url
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_MAX_S = 300.0
@@ -106,6 +107,45 @@ class ClientStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
+def _token_count(usage: object, key: str) -> int:
+    """A usage count as the server reports it; anything but a non-negative whole number (`"usage": "lots"`,
+    NaN, -5) is counted as 0: token accounting is informational, never worth failing a verdict for."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**53:
+        return 0
+    return int(value)
+
+
+_LOOPBACK = re.compile(r"^(localhost|127(\.\d+){3}|\[?::1\]?|0\.0\.0\.0)$", re.IGNORECASE)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(chain) < 16:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> str | None:
+    """Why a connection error cannot succeed on a retry, or None when it might (a reset, a busy remote, a
+    DNS server that is temporarily down). Refused on loopback means nothing listens on this machine; a
+    name the resolver says does not exist will not exist on the next attempt either."""
+    import socket
+
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    causes = _causes(exc)
+    permanent_dns = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n)}
+    if any(isinstance(c, socket.gaierror) and c.errno in permanent_dns for c in causes):
+        return "its host name does not resolve"
+    host = urlsplit(url).hostname or ""
+    if _LOOPBACK.match(host) and any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "the connection was refused: nothing listens on that port of this machine"
+    return None
+
+
 class ChatClient:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 4,
                  requests_per_minute: float | None = None, timeout_s: float = 120.0, max_retries: int = 6,
@@ -168,6 +208,10 @@ class ChatClient:
         except httpx.TimeoutException as exc:
             raise RetryableError(f"timeout: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:  # connection refused/reset, protocol errors, truncated bodies
+            why = _unreachable(self.base_url, exc)
+            if why:  # fail fast: seven retries over 45 s cannot make a closed port open
+                raise CallFailed(f"connection: {type(exc).__name__}: cannot reach {redact_url(self.base_url)}: {why} "
+                                 "(not retried)") from exc
             raise RetryableError(f"connection: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
         if status == 429 or status >= 500:
@@ -175,7 +219,7 @@ class ChatClient:
                                  parse_retry_after(response.headers.get("retry-after")))
         if status in (401, 403):
             raise RualignError(f"the judge endpoint refused the credentials (HTTP {status})",
-                               path=self.base_url, hint="check the env var named by api_key_env")
+                               path=redact_url(self.base_url), hint="check the env var named by api_key_env")
         if status >= 400:
             raise CallFailed(f"http {status}: {response.text[:300]}")
         return self._decode(response)
@@ -193,9 +237,7 @@ class ChatClient:
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str):
             raise RetryableError("no message content in the first choice")
-        usage_raw = payload.get("usage") or {}
-        usage = {"prompt_tokens": int(usage_raw.get("prompt_tokens") or 0),
-                 "completion_tokens": int(usage_raw.get("completion_tokens") or 0)}
+        usage = {k: _token_count(payload.get("usage"), k) for k in ("prompt_tokens", "completion_tokens")}
         self.stats.prompt_tokens += usage["prompt_tokens"]
         self.stats.completion_tokens += usage["completion_tokens"]
         return ChatResult(text=text, choice=choice, usage=usage, attempts=1)

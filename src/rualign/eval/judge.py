@@ -12,6 +12,7 @@ same probabilities, mean ½), so both its rows are written as ties with `"identi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -19,13 +20,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
 
+from rualign.config import parse_yaml_text
 from rualign.errors import DataError, RualignError
 from rualign.eval import parse
 from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
-from rualign.eval.judge_backends import backend_factory, request_params
+from rualign.eval.judge_backends import backend_factory, checked_value, request_params
 from rualign.eval.schema import JudgeConfig
 from rualign.textio import iter_jsonl, read_utf8
 from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
@@ -50,15 +51,17 @@ def load_template(name: str) -> Template:
     """A packaged template by name (judge_pairwise_v1) or a YAML file path with the same keys."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = read_utf8(path), str(path)
     else:
         resource = resources.files("rualign.eval").joinpath("prompts", f"{name}.yaml")
         if not resource.is_file():
             raise RualignError(f"unknown judge template '{name}'", path="template",
                                expected="judge_pairwise_v1 or a path to a template YAML")
         text, where = resource.read_text(encoding="utf-8"), f"rualign/eval/prompts/{name}.yaml"
-    data = yaml.safe_load(text)
-    missing = [k for k in _TEMPLATE_KEYS if not isinstance((data or {}).get(k), str)]
+    data, _ = parse_yaml_text(text, where)  # invalid YAML or a duplicate key: a ConfigError with the line
+    if not isinstance(data, dict):
+        raise RualignError("judge template is not a YAML mapping", path=where, expected=f"string keys {_TEMPLATE_KEYS}")
+    missing = [k for k in _TEMPLATE_KEYS if not isinstance(data.get(k), str)]
     if missing:
         raise RualignError(f"judge template lacks {missing}", path=where, expected=f"string keys {_TEMPLATE_KEYS}")
     return Template(**{k: data[k] for k in _TEMPLATE_KEYS})
@@ -191,10 +194,12 @@ class _Run:
         work never reaches the network; a success is written before anything else happens."""
         key = call_key(self.backend.identity, self.cfg, self.template, job, kind, messages)
         hit = self.cache.get(key)
-        if hit is not None:
-            self.cache_hits += 1
-            return hit, True
-        value = await self.backend.complete(messages, kind)
+        with contextlib.suppress(CallFailed):  # an entry cached by an older version unchecked is a miss
+            if hit is not None:
+                checked_value(hit)
+                self.cache_hits += 1
+                return hit, True
+        value = checked_value(await self.backend.complete(messages, kind))  # validated before it is stored
         self.cache.put(key, value)
         return value, False
 

@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Iterator
 
 from rualign.errors import RualignError
-from rualign.eval.client import ChatClient
+from rualign.eval.client import CallFailed, ChatClient
 from rualign.eval.parse import first_position_top_logprobs
 from rualign.eval.schema import JudgeConfig
+
+
+def checked_value(value: object) -> dict:
+    """The backend value, validated before it is parsed or cached (a bad response cached would make every
+    rerun fail the same way, even offline). Raises CallFailed naming what is wrong."""
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        raise CallFailed("malformed judge response: no text")
+    top = value.get("top_logprobs")
+    if top is not None:
+        if not isinstance(top, list):
+            raise CallFailed(f"malformed judge response: top_logprobs is a {type(top).__name__}")
+        for entry in top:
+            logprob = entry.get("logprob") if isinstance(entry, dict) else None
+            if (not isinstance(entry, dict) or not isinstance(entry.get("token"), str)
+                    or isinstance(logprob, bool) or not isinstance(logprob, (int, float))
+                    or not -math.inf <= logprob <= 1e-6):  # NaN and positive values are no log-probability
+                raise CallFailed(f"malformed judge response: top_logprobs entry {str(entry)[:80]} is not "
+                                 "{token: text, logprob: a number <= 0}")
+    usage = value.get("usage")
+    if not isinstance(usage, dict) or not all(
+            isinstance(usage.get(k), int) and not isinstance(usage.get(k), bool) and usage[k] >= 0
+            for k in ("prompt_tokens", "completion_tokens")):
+        raise CallFailed(f"malformed judge response: usage {str(usage)[:80]}")
+    if value.get("finish_reason") is not None and not isinstance(value["finish_reason"], str):
+        raise CallFailed("malformed judge response: finish_reason is not text")
+    return value
 
 
 def request_params(cfg: JudgeConfig, kind: str) -> dict:

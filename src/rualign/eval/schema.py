@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rualign.config import Strict, load_yaml, validate
 from rualign.errors import ConfigError
+from rualign.redact import redact, redact_text
 
 
 class JudgeConfig(Strict):
@@ -57,14 +58,14 @@ class JudgeConfig(Strict):
 
     def display_name(self) -> str:
         if self.name:
-            return self.name
+            return redact_text(self.name)
         if self.backend == "openai":
-            return f"openai:{self.model}@{self.base_url}"
+            return redact_text(f"openai:{self.model}@{self.base_url}")
         return f"{self.backend}:{self.model}"
 
     def public(self) -> dict:
-        """The config as recorded in manifests: everything but secrets (there are none, only the env name)."""
-        return self.model_dump(mode="json")
+        """The config as recorded in manifests: no secrets (only the env var's name; URL userinfo redacted)."""
+        return redact(self.model_dump(mode="json"))
 
 
 def parse_judge_spec(spec: str | None, config_path: str | Path | None = None,
