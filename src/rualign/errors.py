@@ -56,3 +56,11 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:  # only a missing package becomes a user error
         raise MissingExtraError(module.split(".")[0], extra, purpose) from exc
+
+
+def check_args(*checks: tuple[str, object, bool, str]) -> None:
+    """(flag, value, ok, expected) for each command-line number argparse cannot range-check: the first
+    failing one is a RualignError naming the flag, raised before any work."""
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise RualignError(f"{flag} {value} is out of range", path=flag, expected=expected)

@@ -44,10 +44,12 @@ def min_score(records: list[dict], threshold: int) -> Reasons:
 def blacklist(records: list[dict], patterns: list[str]) -> Reasons:
     if not patterns:
         return [None] * len(records)
-    compiled = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    # Each pattern on its own (any-of): joining with `|` can fail to compile (an inline flag not at the
+    # start) or change a pattern's meaning (back-references renumber).
+    compiled = [re.compile(p, re.IGNORECASE) for p in patterns]
     reasons: Reasons = []
     for record in records:
-        match = next((m for m in (compiled.search(a) for a in answers_of(record)) if m), None)
+        match = next((m for m in (c.search(a) for a in answers_of(record) for c in compiled) if m), None)
         reasons.append(f"answer matches blacklist: {match.group(0)[:60]!r}" if match else None)
     return reasons
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rualign.errors import DataError
-from rualign.textio import iter_jsonl, read_utf8
+from rualign.textio import iter_jsonl, parse_json, read_utf8
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 BUNDLED = {
@@ -98,10 +98,7 @@ def _read_json(file: Path) -> Iterator[RawRow]:
     text = read_utf8(file)
     if not text.strip():
         raise DataError("file is empty", path=file, expected="a JSON list of objects")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON: {exc.msg}", path=file, line=exc.lineno) from exc
+    data = parse_json(text, file, expected="a JSON list of objects")
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"train": [...]}-style wrappers
     if not isinstance(data, list):
@@ -168,7 +165,11 @@ def _messages(value: Any, field: str) -> list[dict]:
     out = []
     for turn, message in enumerate(value):
         if not isinstance(message, dict) or "content" not in message or "role" not in message:
-            raise RowError(f"'{field}'[{turn}] is not a {{role, content}} message")
+            found = (f"has keys {sorted(message)[:8]}" if isinstance(message, dict)
+                     else f"is a {type(message).__name__}")
+            hint = ("; ShareGPT-style from/value: rename from -> role, value -> content"
+                    if isinstance(message, dict) and {"from", "value"} <= set(message) else "")
+            raise RowError(f"'{field}'[{turn}] {found}, not a {{role, content}} message{hint}")
         role = ROLE_ALIASES.get(str(message["role"]).lower())
         if role is None:
             raise RowError(f"'{field}'[{turn}] has unknown role '{message['role']}'")
@@ -183,6 +184,10 @@ def _messages(value: Any, field: str) -> list[dict]:
 
 def _conversation(messages: list[dict]) -> list[dict]:
     roles = [m["role"] for m in messages]
+    first = next((r for r in roles if r != "system"), None)
+    if first == "assistant":
+        raise RowError("conversation starts with an assistant turn (the first turn after any system message "
+                       "must be the user's)")
     if "assistant" not in roles:
         raise RowError("conversation has no assistant turn")
     if roles[-1] != "assistant":
@@ -204,6 +209,8 @@ def normalise(fmt: str, data: dict) -> dict:
             score = data.get("opus_score")
             if not isinstance(score, (int, float)) or isinstance(score, bool):
                 raise RowError(f"opus_score is {score!r}, not a number")
+            if not 1 <= score <= 10:  # NaN fails this too: it would pass every min_score check
+                raise RowError(f"opus_score is {score!r}, outside 1-10")
         return {"kind": "chat", "messages": messages, "meta": meta}
     if fmt in ("saiga_preferences", "preference"):
         for column in ("prompt", "chosen", "rejected"):

@@ -8,7 +8,6 @@ equally likely to have either sign), with the +1 correction so p is never 0.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from rualign.errors import RualignError
 from rualign.eval.stats import CI_LEVEL, bootstrap_ci
+from rualign.textio import read_json
 
 
 def load_score(path: str | Path) -> tuple[Path, dict]:
@@ -24,10 +24,7 @@ def load_score(path: str | Path) -> tuple[Path, dict]:
         path = path / "score.json"
     if not path.exists():
         raise RualignError("no score.json here", path=path, hint="point at a `rualign judge --out` folder")
-    try:
-        score = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    score = read_json(path, expected="the score.json of formats.md")  # NaN/Infinity refused
     if not isinstance(score, dict) or not isinstance(score.get("per_prompt"), list):
         raise RualignError("score.json has no per_prompt list", path=path, expected="the score.json of formats.md")
     return path, score
@@ -39,7 +36,8 @@ def _values(score: dict, path: Path) -> dict[str, float | None]:
         if not isinstance(entry, dict) or "id" not in entry:
             raise RualignError(f"per_prompt entry {row} has no id", path=path)
         value = entry.get("value")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= value <= 1.0):  # NaN fails this too
             raise RualignError(f"per_prompt entry {row} ('{entry['id']}') has value {value!r}", path=path,
                                expected="a number in [0, 1] or null")
         values[str(entry["id"])] = None if value is None else float(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,14 +80,20 @@ def _backend(args: argparse.Namespace):
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rualign.eval.backends import GenParams
-    from rualign.eval.generate import TokenCounter, run_with_progress
+    from rualign.eval.generate import TokenCounter, run_with_progress, work_path
     from rualign.eval.prompts_io import load_prompts
+    from rualign.paths import out_file, refuse_overlap
     from rualign.progress import console
 
+    _check_numbers(args)
+    out_file(args.out)  # before any work: a folder, or the prompts file itself, is refused
+    refuse_overlap([args.prompts, args.model, args.adapter], files=[args.out, work_path(Path(args.out))])
     prompts = load_prompts(args.prompts)
     if args.limit is not None:
-        prompts = prompts[: max(0, args.limit)]
+        prompts = prompts[: args.limit]
     params = GenParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                        seed=args.seed)
     from pathlib import Path
@@ -111,10 +118,34 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Argument ranges, checked before any model is loaded (argparse only checks the type)."""
+    from rualign.errors import check_args
+
+    check_args(("--limit", args.limit, args.limit is None or args.limit >= 1, "at least 1 (0 would write nothing)"),
+               ("--threads", args.threads, args.threads is None or args.threads >= 1, "at least 1"),
+               ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "at least 1"),
+               ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
+               ("--seed", args.seed, 0 <= args.seed < 2**32, "0 to 2**32-1"),
+               ("--temperature", args.temperature, math.isfinite(args.temperature) and args.temperature >= 0,
+                "a finite number >= 0"),
+               ("--top-p", args.top_p, math.isfinite(args.top_p) and 0 < args.top_p <= 1, "in (0, 1]"))
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from rualign.eval.compare import compare_scores, load_score, render
     from rualign.runs import write_json
 
+    from pathlib import Path
+
+    from rualign.errors import check_args
+    from rualign.paths import out_file, refuse_overlap
+
+    check_args(("--seed", args.seed, 0 <= args.seed < 2**32, "0 to 2**32-1"),
+               ("--n-boot", args.n_boot, 1 <= args.n_boot <= 1_000_000, "1 to 1000000"))
+    if args.out:  # before any work
+        out_file(args.out)
+        refuse_overlap([args.a, args.b, Path(args.a) / "score.json", Path(args.b) / "score.json"], files=[args.out])
     path_a, score_a = load_score(args.a)
     path_b, score_b = load_score(args.b)
     result = compare_scores(score_a, score_b, path_a=path_a, path_b=path_b, seed=args.seed, n_boot=args.n_boot)

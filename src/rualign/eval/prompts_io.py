@@ -17,13 +17,12 @@ different order still pair up by id.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rualign.errors import DataError
 from rualign.runs import stable_hash
-from rualign.textio import iter_jsonl, read_utf8
+from rualign.textio import iter_jsonl, parse_json, read_utf8
 
 BUNDLED_PREFIX = "bundled:"
 _BUNDLED_DIRS = ("data/samples", "eval/prompts")
@@ -85,11 +84,7 @@ def _read_records(path: Path) -> list[tuple[int | str, Any]]:
     text = read_utf8(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno,
-                            expected="a JSON list of prompt objects") from exc
+        data = parse_json(text, path, expected="a JSON list of prompt objects")
         if not isinstance(data, list):
             raise DataError("a JSON prompts file must hold a list", path=path, expected="[{...}, ...]")
         return [(f"row {row}", record) for row, record in enumerate(data, start=1)]

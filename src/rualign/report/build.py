@@ -7,7 +7,6 @@ run folder at all is a RualignError naming what it lacks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,9 @@ class Run:
 
 
 def _read_json(path: Path, expected: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno, expected=expected) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError("not UTF-8 text", path=path, expected=expected) from exc
+    from rualign.textio import read_json
+
+    return read_json(path, expected=expected)  # NaN/Infinity and non-UTF-8 are DataErrors naming the file
 
 
 def _read_answers(path: Path, what: str) -> list[dict]:
@@ -54,7 +50,42 @@ def _read_answers(path: Path, what: str) -> list[dict]:
             # read_jsonl skips blank lines, so the row number is the n-th record, said as such.
             raise DataError(f"{what} record {number} lacks {', '.join(missing)}", path=path,
                             expected='answers.jsonl records {"id", "answer", "answer_tokens", ...}')
+        tokens = row["answer_tokens"]
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0 or not isinstance(row["answer"], str):
+            raise DataError(f"{what} record {number} has answer_tokens {tokens!r} / answer of type "
+                            f"{type(row['answer']).__name__}", path=path,
+                            expected="answer_tokens a whole number >= 0 and answer a string")
     return rows
+
+
+# score.json fields the report reads, with their allowed range (None is allowed: "not available").
+_SCORE_RANGES = {"score": (0, 100), "ci_low": (0, 100), "ci_high": (0, 100), "lc_score": (0, 100),
+                 "n": (0, None), "n_prompts": (0, None), "wins": (0, None), "ties": (0, None), "losses": (0, None),
+                 "tie_rate": (0, 1), "order_flip_rate": (0, 1)}
+
+
+def _check_score_numbers(score: dict, path: Path) -> None:
+    """Every number the report shows or plots is a finite number in its range (a string score would crash
+    the plots; a 2403 would be shown as if real)."""
+    for key, (low, high) in _SCORE_RANGES.items():
+        value = score.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                low <= value and (high is None or value <= high)):
+            raise DataError(f"score.json '{key}' is {value!r}", path=path,
+                            expected=f"a number in [{low}, {high if high is not None else 'inf'}] or null")
+    for section in ("lengths", "failures", "identical_pairs", "judge"):
+        if score.get(section) is not None and not isinstance(score[section], dict):
+            raise DataError(f"score.json '{section}' is not an object", path=path)
+    lengths = (score.get("lengths") or {}).get("model")
+    if lengths is not None and not isinstance(lengths, dict):
+        raise DataError("score.json 'lengths.model' is not an object", path=path)
+    for key, value in (lengths or {}).items():
+        if value is not None and key in ("mean", "median", "p90") and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise DataError(f"score.json 'lengths.model.{key}' is {value!r}", path=path,
+                            expected="a number >= 0 or null")
 
 
 def _check_run_folder(folder: Path) -> None:
@@ -76,6 +107,7 @@ def _load_score(folder: Path) -> dict | None:
     missing = [k for k in _SCORE_KEYS if not isinstance(score, dict) or k not in score]
     if missing:
         raise DataError(f"score.json lacks {', '.join(missing)}", path=path, expected="score.json of docs/formats.md")
+    _check_score_numbers(score, path)
     return score
 
 
@@ -83,7 +115,9 @@ def _load_judgments(folder: Path) -> dict[str, list[dict]]:
     path = folder / "judge" / "judgments.jsonl"
     grouped: dict[str, list[dict]] = {}
     if path.is_file():
-        for row in read_jsonl(path):
+        for number, row in enumerate(read_jsonl(path), start=1):
+            if not isinstance(row, dict):
+                raise DataError(f"judgment record {number} is not a JSON object", path=path)
             grouped.setdefault(str(row.get("id")), []).append(row)
     order = {"model_first": 0, "reference_first": 1}
     for rows in grouped.values():

@@ -29,8 +29,13 @@ def _judged(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "judged" and r["score"] is not None]
 
 
+def _label(text: str) -> str:
+    """A run name as plot text: matplotlib reads `$...$` as mathtext (a lone `$` raises), so escape it."""
+    return str(text).replace("$", r"\$")
+
+
 def _left_out(rows: list[dict]) -> str:
-    names = [r["name"] for r in rows if r not in _judged(rows)]
+    names = [_label(r["name"]) for r in rows if r not in _judged(rows)]
     return _NOT_JUDGED_NOTE.format(", ".join(names)) if names else ""
 
 
@@ -62,7 +67,7 @@ def score_vs_length(rows: list[dict], target: int, path: Path) -> Path | None:
         low, high = _ci(row)
         ax.errorbar(row["mean_tokens"], row["score"], yerr=[[row["score"] - low], [high - row["score"]]],
                     fmt="o", capsize=4, markersize=6)
-        ax.annotate(row["name"], (row["mean_tokens"], row["score"]), textcoords="offset points",
+        ax.annotate(_label(row["name"]), (row["mean_tokens"], row["score"]), textcoords="offset points",
                     xytext=(6, 6), fontsize=9)
     ax.axvline(target, color="tab:red", linestyle="--", linewidth=1.2, label=f"target {target} tokens")
     ax.axhline(50, color="grey", linestyle=":", linewidth=1, label="parity with reference (50)")
@@ -99,7 +104,7 @@ def length_histograms(runs: list["Run"], target: int, path: Path) -> Path | None
             ax.hist(reference, bins=bins, histtype="step", linewidth=1.6, color="tab:orange",
                     label=f"reference (mean {np.mean(reference):.0f})")
         ax.axvline(target, color="tab:red", linestyle="--", linewidth=1.2, label=f"target {target}")
-        ax.set_title(name, fontsize=10)
+        ax.set_title(_label(name), fontsize=10)
         ax.set_xlabel("answer tokens")
         ax.set_ylabel("answers")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -127,7 +132,7 @@ def forest(rows: list[dict], path: Path) -> Path | None:
     ax.axvline(50, color="grey", linestyle="--", linewidth=1)
     ax.annotate("parity (50)", (50, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
                 textcoords="offset points", fontsize=8, color="grey")
-    ax.set_yticks(ys, [r["name"] for r in judged])
+    ax.set_yticks(ys, [_label(r["name"]) for r in judged])
     ax.set_ylim(-0.7, len(judged) - 0.3)
     lows = [_ci(r)[0] for r in judged] + [50]
     highs = [_ci(r)[1] for r in judged] + [50]

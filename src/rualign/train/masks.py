@@ -27,6 +27,11 @@ def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> st
 
 def assistant_char_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the [start, end) character span of each assistant turn's text."""
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is not None and messages[first]["role"] == "assistant":  # the data's fault, not the template's
+        raise RualignError(f"the conversation starts with an assistant turn (turn {first}): there is no user "
+                           "message for it to answer",
+                           hint="fix or drop the row (`rualign data` sets such rows aside with a reason)")
     full = _render(tokenizer, messages, False)
     spans = []
     for i, message in enumerate(messages):
