@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from rualign.errors import RualignError
-from rualign.textio import loads
+from rualign.textio import loads, read_utf8
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("rualign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "httpx")
@@ -195,18 +195,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file written by rualign; a malformed line is an error naming file and line."""
     rows = []
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(loads(line))
-            except json.JSONDecodeError as exc:
-                raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=number,
-                                   expected="one JSON object per line") from exc
-            except (ValueError, RecursionError) as exc:  # NaN/Infinity: never trusted as a number
-                raise RualignError(f"malformed JSON: {exc}", path=path, line=number,
-                                   expected="one JSON object per line, finite numbers") from exc
+    for number, line in enumerate(read_utf8(path).split("\n"), start=1):  # a binary file is named as such
+        if not line.strip():
+            continue
+        try:
+            rows.append(loads(line))
+        except json.JSONDecodeError as exc:
+            raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=number,
+                               expected="one JSON object per line") from exc
+        except (ValueError, RecursionError) as exc:  # NaN/Infinity: never trusted as a number
+            raise RualignError(f"malformed JSON: {exc}", path=path, line=number,
+                               expected="one JSON object per line, finite numbers") from exc
     return rows
 
 

@@ -75,9 +75,26 @@ def _check_score_numbers(score: dict, path: Path) -> None:
                 low <= value and (high is None or value <= high)):
             raise DataError(f"score.json '{key}' is {value!r}", path=path,
                             expected=f"a number in [{low}, {high if high is not None else 'inf'}] or null")
+    low, mid, high = score.get("ci_low"), score.get("score"), score.get("ci_high")
+    if None not in (low, mid, high) and not low <= mid <= high:
+        raise DataError(f"score.json has ci_low {low}, score {mid}, ci_high {high}", path=path,
+                        expected="ci_low <= score <= ci_high")
     for section in ("lengths", "failures", "identical_pairs", "judge"):
         if score.get(section) is not None and not isinstance(score[section], dict):
             raise DataError(f"score.json '{section}' is not an object", path=path)
+    per_prompt = score.get("per_prompt")
+    if per_prompt is not None and not isinstance(per_prompt, list):
+        raise DataError("score.json 'per_prompt' is not a list", path=path)
+    for number, entry in enumerate(per_prompt or [], start=1):
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or "id" not in entry or (value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1)):
+            raise DataError(f"score.json per_prompt entry {number} is {str(entry)[:80]}", path=path,
+                            expected='{"id": ..., "value": a number in [0, 1] or null}')
+    tie_eps = score.get("tie_eps")
+    if tie_eps is not None and (isinstance(tie_eps, bool) or not isinstance(tie_eps, (int, float))
+                                or not 0 <= tie_eps < 0.5):
+        raise DataError(f"score.json 'tie_eps' is {tie_eps!r}", path=path, expected="a number in [0, 0.5)")
     lengths = (score.get("lengths") or {}).get("model")
     if lengths is not None and not isinstance(lengths, dict):
         raise DataError("score.json 'lengths.model' is not an object", path=path)
