@@ -71,6 +71,23 @@ class StageConfig(Strict):
         out["params"] = {**dict(data.get("params") or {}), **extra}
         return out
 
+    @field_validator("data")
+    @classmethod
+    def _inline_recipe(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        """An inline recipe is checked with the config (names, numbers), not only when the stage runs."""
+        if isinstance(value, dict):
+            from pydantic import ValidationError
+
+            from rualign.data.schema import Recipe
+
+            try:
+                Recipe.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"inline recipe: '{where}': {first['msg']}") from None
+        return value
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
