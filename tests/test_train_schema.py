@@ -74,6 +74,7 @@ EXPECTED = {
     "deepspeed-zero2.yaml": {"distributed_type": "DEEPSPEED", "deepspeed_config.zero_stage": 2},
     "deepspeed-zero3.yaml": {"distributed_type": "DEEPSPEED", "deepspeed_config.zero_stage": 3},
     "fsdp.yaml": {"distributed_type": "FSDP", "fsdp_config.fsdp_version": 2},
+    "fsdp-cpu.yaml": {"distributed_type": "FSDP", "fsdp_config.fsdp_version": 2, "num_processes": 2},
 }
 
 

@@ -209,7 +209,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     from transformers import AutoTokenizer, set_seed
 
     from rualign.models import apply_chat_template_choice
-    from rualign.train import lora
+    from rualign.train import lora, sharding
     from rualign.train.masks import ensure_pad_token
     from rualign.train.trainlog import make_log_callback, make_progress_callback, write_samples
 
@@ -243,8 +243,9 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
     log_cb = make_log_callback(stage_dir / "train_log.jsonl", resume_step)
-    trainer = spec.trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                   processing_class=tokenizer, callbacks=[log_cb, *callbacks], **extra)
+    with sharding.cpu_fsdp():  # FSDP on CPU ranks: accelerate alone would silently run DDP (sharding.py)
+        trainer = spec.trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                       processing_class=tokenizer, callbacks=[log_cb, *callbacks], **extra)
     if _is_rank_zero():
         trainer.add_callback(make_progress_callback(f"{stage.name} ({stage.method})"))
     started = time.perf_counter()
@@ -254,9 +255,12 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
     session_tokens = tokens - int(getattr(trainer, "_initial_num_input_tokens_seen", 0) or 0)
     eval_metrics = trainer.evaluate() if eval_ds is not None and len(eval_ds) else {}
     trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
+    sharded = sharding.sharding_kind(trainer.accelerator)
+    # Under FSDP / ZeRO-3 every rank takes part in gathering the shards; rank 0 gets a plain model back.
+    trained_model = sharding.exportable_model(trainer, lambda: build_model(
+        stage, start_model, continue_from=continue_from, trust_remote_code=config.trust_remote_code)[0])
+    if trained_model is None:
         return {}
-    trained_model = trainer.accelerator.unwrap_model(trainer.model)
     paths = lora.export(trained_model, tokenizer, stage_dir, adapter_base=adapter_base)
     n_samples = 0
     if stage.samples and spec.generates:  # a reward model (rm) is no generator
@@ -272,4 +276,4 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
             "eval": eval_metrics, "tokens": tokens,
             "timing": {"train_seconds": round(train_seconds, 2),
                        "tokens_per_s": round(session_tokens / train_seconds, 1) if train_seconds > 0 else None},
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "samples": n_samples}
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "sharding": sharded, "samples": n_samples}
