@@ -23,8 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rualign.eval.agreement import compare
+    from rualign.paths import out_folder
     from rualign.runs import write_json
 
+    if args.out:
+        out_folder(args.out)  # before any work: an --out that is a file is refused
     result = compare(Path(args.review), Path(args.run_dir), run_name=args.run, n_boot=args.n_boot, seed=args.seed)
     acc_lo, acc_hi = result["accuracy_ci"]
     print(f"run {result['run']}: {result['n']} reviewed prompts")

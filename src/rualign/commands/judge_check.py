@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from rualign.eval.judge_check import run_judge_check
     from rualign.eval.schema import parse_judge_spec
 
+    from rualign.paths import out_folder
+
+    out_folder(args.out)  # before any work: an --out that is a file is refused
     cfg = parse_judge_spec(args.judge, args.judge_config, args.mode)
     card = run_judge_check(args.gold, cfg, Path(args.out), seed=args.seed, cache_path=args.cache)
     status = "validated" if card["validated"] else "UNVALIDATED (" + "; ".join(card["reasons"]) + ")"

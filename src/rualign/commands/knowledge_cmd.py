@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     from rualign.errors import RualignError
     from rualign.eval.knowledge import run_knowledge
+    from rualign.paths import out_folder
 
+    out_folder(args.out)  # before any work: an --out that is a file is refused
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise RualignError("--batch-size and --limit must be at least 1", path="--batch-size/--limit")
     result = run_knowledge(args.model, args.questions, args.out, style=args.style, chat_template=args.chat_template,

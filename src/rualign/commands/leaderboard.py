@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rualign.errors import RualignError
     from rualign.eval.leaderboard import resolve_inputs
+    from rualign.paths import out_folder
     from rualign.report.leaderboard import build_leaderboard
+
+    out_folder(args.out)  # before any work: an --out that is a file is refused
 
     if args.n_boot < 100:
         raise RualignError(f"--n-boot {args.n_boot} is too few for a 95% CI", expected="at least 100 (default 1000)")

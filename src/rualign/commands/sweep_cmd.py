@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rualign.errors import RualignError
+    from rualign.paths import out_folder
     from rualign.sweep.schema import load_sweep
+
+    out_folder(args.out)  # before any work: an --out that is a file is refused
 
     if args.trials is not None and args.trials < 1:
         raise RualignError("--trials must be at least 1", path="--trials")

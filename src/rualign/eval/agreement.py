@@ -10,7 +10,6 @@ its per-prompt value (mean preference over the answer orders) with the score's t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -66,12 +65,11 @@ def agreement(human: list[str], judge: list[str], *, n_boot: int = 2000, seed: i
 
 def read_review(path: Path) -> list[dict]:
     """The marks of an exported review file: [{"run", "id", "mark"}]."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError("review file not found", path=path) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not a JSON file: {exc}", path=path, expected="a review exported from report.html") from exc
+    from rualign.textio import read_json
+
+    if not Path(path).is_file():
+        raise DataError("review file not found", path=path)
+    data = read_json(path, expected="a review exported from report.html")  # NaN/Infinity refused
     if not isinstance(data, dict) or data.get("format") != REVIEW_FORMAT or not isinstance(data.get("marks"), list):
         raise DataError("not a rualign review", path=path,
                         expected='{"format": "rualign-review", "marks": [{"run", "id", "mark"}]} from report.html')
@@ -91,7 +89,9 @@ def judge_classes(run_dir: Path) -> tuple[str, dict[str, tuple[str, float]]]:
         raise RualignError("run folder has no judge/judgments.jsonl", path=run_dir,
                            expected="a judged run folder written by `rualign run`")
     meta_path = Path(run_dir) / "run.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    from rualign.textio import read_json
+
+    meta = read_json(meta_path, expected="run.json") if meta_path.is_file() else {}
     prefs: dict[str, list[float]] = {}
     for row in read_jsonl(path):
         p = row.get("preference")

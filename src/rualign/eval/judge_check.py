@@ -84,15 +84,16 @@ def card_registry() -> Path:
 
 def find_card(cfg: JudgeConfig) -> dict | None:
     """The filed card of this judge configuration, if `rualign judge-check` has been run for it."""
-    import json
 
     path = card_registry() / f"{judge_key(cfg)}.json"
     if not path.is_file():
         return None
+    from rualign.textio import loads
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None  # an unreadable card vouches for nothing
+        return loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # an unreadable card (or one with NaN) vouches for nothing
 
 
 def card_summary(card: dict | None) -> dict:

@@ -9,7 +9,6 @@ runs judged against the same answers).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,10 +83,9 @@ def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunIn
 def _json(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"unreadable JSON: {exc}", path=path) from exc
+    from rualign.textio import read_json
+
+    value = read_json(path)  # malformed JSON, NaN/Infinity or a binary file: a DataError naming it
     return value if isinstance(value, dict) else None
 
 
