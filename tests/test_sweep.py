@@ -178,11 +178,17 @@ length: {target: 4, tolerance: 100}
     assert set(outcome.values()) == {"cached"}
     score = json.loads((folders[0] / "judge" / "score.json").read_text())["score"]
     assert score == pytest.approx(float(best["score"]))
+    # ... and from scratch (a fresh store: data, training, answers and judge all redone) too.
+    folders, outcome = run_plan(plan_files([out / "best.yaml"], tmp_path / "fresh"), tmp_path / "fresh")
+    assert set(outcome.values()) == {"ran"}
+    fresh = json.loads((folders[0] / "judge" / "score.json").read_text())["score"]
+    assert fresh == pytest.approx(float(best["score"]), abs=1e-6)
     assert (out / "report.md").is_file() and "Best: trial" in (out / "report.md").read_text(encoding="utf-8")
     assert (out / "report" / "results.csv").is_file() and (out / "plots" / "pareto.png").is_file()
     assert (out / "plots" / "importance.png").is_file() or "importance" in (out / "report.md").read_text()
 
     # Rerun: resumes the finished study, runs nothing.
+    counted_nodes.clear()
     assert main(["sweep", str(path), "--out", str(out)]) == 0
     assert counted_nodes == [] and len(_trials(out)) == 3
     # --trials grows it by exactly the difference.
