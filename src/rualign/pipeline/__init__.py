@@ -81,6 +81,7 @@ def refuse_input_overlap(plan: Plan, out_dir: Path) -> None:
     from rualign.paths import out_folder, refuse_overlap
 
     out_folder(out_dir)
+    out_folder(out_dir / "report")  # written last: a file there would fail after all the work
     out_folder(plan.store, flag="--store")
     files = [out_dir / run.experiment.name / name for run in plan.runs for name in RUN_FILES]
     files += [out_dir / "report" / name for name in ("results.csv", "report.md", "report.html")]
