@@ -24,8 +24,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 MAX_NAME = 100
 # Folders rualign writes beside user-named ones (`<out>/report` beside run folders), plus names Windows
 # cannot create. Compared case-insensitively (macOS and Windows file systems are case-insensitive).
-RESERVED = frozenset({"report", "_store", "_data", "con", "prn", "aux", "nul",
-                      *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))})
+_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                      *(f"lpt{i}" for i in range(1, 10))})  # also with any extension: "nul.txt"
+RESERVED = frozenset({"report", "_store", "_data", *_DEVICES})
 NAME_RULE = (f"1-{MAX_NAME} characters: a letter or digit, then letters, digits, '_', '.', '+', '-' "
              f"(not {', '.join(sorted(n for n in RESERVED if len(n) > 4 or n == 'report'))})")
 
@@ -41,7 +42,9 @@ def name_problem(value: object) -> str | None:
     if not _NAME.fullmatch(value) or ".." in value:
         return f"{value!r} cannot be a folder name"
     stem = value.split(".")[0].lower()
-    if value.lower() in RESERVED or stem in RESERVED:
+    if stem in _DEVICES:
+        return f"{value!r} is a device name on Windows, not a possible file name there"
+    if value.lower() in RESERVED:
         return f"{value!r} is a name rualign uses for its own folders"
     return None
 
