@@ -150,6 +150,18 @@ ANSWER = {"id": "p1", "prompt": [{"role": "user", "content": "Вопрос"}], "
 PROMPT = {"id": "p1", "instruction": "Расскажи о Москве", "category": "geo"}
 SCORE = {"score": 50.0, "ci_low": 40.0, "ci_high": 60.0, "n": 2, "per_prompt": [{"id": "p1", "value": 0.5},
                                                                                {"id": "p2", "value": 1.0}]}
+QUESTION = {"id": "q1", "category": "geo", "question": "Столица Австралии?", "choices": ["Сидней", "Канберра"],
+            "answer": 1}
+GOLD = {"id": "g1", "category": "facts", "prompt": "Сколько будет 2+2?", "chosen": "Четыре.", "rejected": "Пять."}
+REVIEW = {"format": "rualign-review", "marks": [{"run": "r", "id": "p1", "mark": "model"},
+                                                {"run": "r", "id": "p2", "mark": "tie"}]}
+JUDGMENT = {"id": "p1", "order": "model_first", "mode": "logprob", "preference": 0.7, "verdict": "model", "error": None}
+SWEEP = {"experiment": "exp.yaml", "trials": 2, "fixed": {"eval.limit": 2},
+         "space": {"stages.s1.lr": {"log_uniform": [0.0001, 0.01]}},
+         "objective": {"metric": "score", "direction": "maximize"}, "length": {"target": 540, "tolerance": 60}}
+SWEEP_EXPERIMENT = {"name": "e", "model": "default", "stages": [{"name": "s1", "method": "sft", "data": {
+    "sources": [{"name": "a", "format": "saiga_scored", "path": "bundled:saiga_scored"}]}}],
+    "eval": {"prompts": "bundled:eval_prompts", "reference": {"answers": "ref.jsonl"}, "judge": "llamacpp:default"}}
 RUN_JSON = {"name": "r", "description": "d", "stages": [{"name": "s", "method": "sft", "data": "x"}]}
 
 
@@ -248,8 +260,42 @@ def _report(draw, root: Path) -> Example:
     return Example(["report", str(folder), "--out", str(root / out)], files)
 
 
+def _knowledge(draw, root: Path) -> Example:
+    questions = _write(root / "q.jsonl", draw(jsonl_bytes(QUESTION)))
+    out = draw(st.sampled_from(["out", "out", "q.jsonl"]))
+    # the questions are read and checked before the (missing) model is loaded
+    return Example(["knowledge", "--model", str(root / "nomodel"), "--questions", str(questions), "--out",
+                    str(root / out)], [questions])
+
+
+def _judge_check(draw, root: Path) -> Example:
+    gold = _write(root / "gold.jsonl", draw(jsonl_bytes(GOLD)))
+    url = draw(st.sampled_from([judge_server_url(), JUDGE["base_url"]]))
+    return Example(["judge-check", "--judge", f"openai:m@{url}", "--gold", str(gold), "--out", str(root / "out"),
+                    "--cache", str(root / "cache.sqlite")], [gold])
+
+
+def _agreement(draw, root: Path) -> Example:
+    review = _write(root / "review.json", json.dumps(draw(mutated(REVIEW)), allow_nan=True))
+    folder = root / "run1"
+    rows = [JUDGMENT, {**JUDGMENT, "id": "p2", "preference": 0.5}]
+    judgments = (draw(jsonl_bytes(JUDGMENT)) if draw(st.booleans())
+                 else "".join(json.dumps(r) + "\n" for r in rows).encode())
+    files = [_write(folder / "run.json", json.dumps(RUN_JSON)), _write(folder / "judge" / "judgments.jsonl", judgments)]
+    return Example(["agreement", str(review), str(folder), "--n-boot", "20"], [review, *files])
+
+
+def _sweep(draw, root: Path) -> Example:
+    _write(root / "ref.jsonl", json.dumps(ANSWER, ensure_ascii=False) + "\n")
+    experiment = _write(root / "exp.yaml", draw(yaml_text(SWEEP_EXPERIMENT)))
+    sweep = _write(root / "sweep.yaml", draw(yaml_text(SWEEP)))
+    return Example(["sweep", str(sweep), "--out", str(root / "sw"), "--dry-run"], [experiment, sweep])
+
+
 STAGES: dict[str, Callable] = {"data": _data, "train": _train, "run": _run, "judge": _judge,
-                               "generate": _prompts, "compare": _compare, "report": _report}
+                               "generate": _prompts, "compare": _compare, "report": _report,
+                               "knowledge": _knowledge, "judge-check": _judge_check, "agreement": _agreement,
+                               "sweep": _sweep}
 
 
 def snapshot(root: Path) -> dict[str, str]:

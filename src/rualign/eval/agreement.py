@@ -92,10 +92,16 @@ def judge_classes(run_dir: Path) -> tuple[str, dict[str, tuple[str, float]]]:
     from rualign.textio import read_json
 
     meta = read_json(meta_path, expected="run.json") if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        raise DataError("run.json is not a JSON object", path=meta_path)
     prefs: dict[str, list[float]] = {}
-    for row in read_jsonl(path):
-        p = row.get("preference")
-        if not row.get("error") and isinstance(p, (int, float)):
+    for number, row in enumerate(read_jsonl(path), start=1):
+        p = row.get("preference") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or "id" not in row or (p is not None and (
+                isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1)):
+            raise DataError(f"judgment record {number} is {str(row)[:80]}", path=path,
+                            expected='{"id": ..., "preference": a number in [0, 1] or null, ...}')
+        if not row.get("error") and p is not None:
             prefs.setdefault(str(row["id"]), []).append(float(p))
     side = {"win": "model", "loss": "reference", "tie": "tie"}
     classes = {pid: (side[outcome(float(np.mean(v)), TIE_EPS)], float(np.mean(v))) for pid, v in prefs.items()}
