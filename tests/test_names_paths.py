@@ -19,7 +19,7 @@ from rualign.errors import RualignError
 from rualign.paths import check_name, contained, name_problem, overlapping, remove_tree
 
 HOSTILE = ["..", ".", "/x", "a/../..", "", "report", "_store", "_data", "REPORT", "../sibling", "a/b", "~",
-           "-rf", ".hidden", "x" * 101, "con", "nul.txt", "a\\..\\b", "a\x00b", "é"]
+           "-rf", ".hidden", "x" * 101, "con", "nul.txt", "a\\..\\b", "a\x00b", "é", "sft.log"]
 
 
 def snapshot(root: Path) -> dict[str, str]:

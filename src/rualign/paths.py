@@ -46,6 +46,8 @@ def name_problem(value: object) -> str | None:
         return f"{value!r} is a device name on Windows, not a possible file name there"
     if value.lower() in RESERVED:
         return f"{value!r} is a name rualign uses for its own folders"
+    if value.lower().endswith(".log"):  # `rualign train` writes <stage>.log beside each stage folder
+        return f"{value!r} ends in .log, the name of a stage's log file"
     return None
 
 
@@ -83,7 +85,10 @@ def remove_tree(root: str | Path, path: str | Path) -> None:
     if not path.exists():
         return
     contained(root, path, action="delete")
-    shutil.rmtree(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _local(item: str | Path | None) -> Path | None:
