@@ -1,4 +1,5 @@
-"""Sharded training on two CPU ranks (gloo), launched with the shipped configs/accelerate/fsdp-cpu.yaml:
+"""Sharded training on two CPU ranks (gloo), launched with the shipped configs/accelerate/fsdp-cpu.yaml
+(and deepspeed-zero3.yaml with 2 processes, when DeepSpeed is installed):
 FSDP2 full-shard trains a full fine-tune stage and a LoRA stage on top of it; the exported model/,
 adapter/ and merged/ are gathered from both shards by accelerate's `get_state_dict` and equal a
 one-process run's (same seed, same global batch, same data order). A 2-rank run killed (SIGKILL) after a
@@ -53,10 +54,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
+def _launch(args: list[str], *, check: bool = True, accelerate_config: Path = FSDP_CPU) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RUALIGN_QUIET": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CPU),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
            "--main_process_port", str(_free_port()), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if check:
@@ -100,28 +101,61 @@ def single(tiny_model_dir, tmp_path_factory):
     return root, data, lora_steps
 
 
+def _assert_equals_single(root: Path, out: Path, kind: str, tiny_model_dir: Path) -> None:
+    for name in ("full", "lora"):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["world_size"] == 2 and manifest["sharding"] == kind
+        one = json.loads((root / "single" / name / "manifest.json").read_text())
+        assert one["sharding"] is None and manifest["steps"] == one["steps"]
+        assert manifest["tokens"] == one["tokens"]  # every row seen once per step across the two ranks
+        for (s1, l1), (s2, l2) in zip(_losses(root / "single" / name), _losses(out / name), strict=True):
+            assert s1 == s2 and l1 == pytest.approx(l2, abs=1e-4)
+    base = _tensors(tiny_model_dir / "model.safetensors")
+    _assert_same_weights(root / "single/full/model/model.safetensors", out / "full/model/model.safetensors", base)
+    full = _tensors(root / "single/full/model/model.safetensors")
+    _assert_same_weights(root / "single/lora/merged/model.safetensors", out / "lora/merged/model.safetensors", full)
+    _assert_same_weights(root / "single/lora/adapter/adapter_model.safetensors",
+                         out / "lora/adapter/adapter_model.safetensors")
+
+
 def test_fsdp_two_cpu_ranks_export_full_and_lora_equal_one_process(single, tiny_model_dir):
     root, data, lora_steps = single
     config = _write_config(root / "fsdp.yaml", _config(tiny_model_dir, data, 2, **lora_steps))
     started = time.perf_counter()
     _launch(["-m", "rualign", "train", str(config), "--out", str(root / "fsdp")])
     print(f"2-rank FSDP launch: {time.perf_counter() - started:.1f} s")
-    for name in ("full", "lora"):
-        manifest = json.loads((root / "fsdp" / name / "manifest.json").read_text())
-        assert manifest["world_size"] == 2 and manifest["sharding"] == "fsdp2"
-        one = json.loads((root / "single" / name / "manifest.json").read_text())
-        assert one["sharding"] is None and manifest["steps"] == one["steps"]
-        assert manifest["tokens"] == one["tokens"]  # every row seen once per step across the two ranks
-        for (s1, l1), (s2, l2) in zip(_losses(root / "single" / name), _losses(root / "fsdp" / name), strict=True):
-            assert s1 == s2 and l1 == pytest.approx(l2, abs=1e-4)
-    base = _tensors(tiny_model_dir / "model.safetensors")
-    _assert_same_weights(root / "single/full/model/model.safetensors", root / "fsdp/full/model/model.safetensors",
-                         base)
-    full = _tensors(root / "single/full/model/model.safetensors")
-    _assert_same_weights(root / "single/lora/merged/model.safetensors",
-                         root / "fsdp/lora/merged/model.safetensors", full)
-    _assert_same_weights(root / "single/lora/adapter/adapter_model.safetensors",
-                         root / "fsdp/lora/adapter/adapter_model.safetensors")
+    _assert_equals_single(root, root / "fsdp", "fsdp2", tiny_model_dir)
+
+
+def _deepspeed_on_cpu() -> str | None:
+    """None when DeepSpeed imports and picks its CPU accelerator with a gloo backend, else why not."""
+    proc = subprocess.run([sys.executable, "-c", "from deepspeed.accelerator import get_accelerator as g; "
+                           "a = g(); print(a.device_name(), a.communication_backend_name())"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "deepspeed does not import"
+    words = proc.stdout.split()
+    return None if words[-2:] == ["cpu", "gloo"] else f"DeepSpeed accelerator here: {proc.stdout.strip()}"
+
+
+def test_deepspeed_zero3_two_cpu_ranks_export_equals_one_process(single, tiny_model_dir):
+    """The shipped deepspeed-zero3.yaml (with 2 processes and fp32, to compare with the fp32 one-process run)
+    on DeepSpeed's CPU accelerator (gloo); the weights are consolidated by the engine itself
+    (zero3_save_16bit_model -> engine._zero3_consolidated_16bit_state_dict via accelerate.get_state_dict)."""
+    import yaml
+
+    why = _deepspeed_on_cpu()
+    if why is not None:
+        pytest.skip(f"DeepSpeed CPU accelerator unavailable: {why}")
+    root, data, lora_steps = single
+    shipped = yaml.safe_load((ROOT / "configs" / "accelerate" / "deepspeed-zero3.yaml").read_text())
+    assert shipped["deepspeed_config"]["zero3_save_16bit_model"] is True  # what the export relies on
+    launch_cfg = _write_config(root / "zero3-cpu.yaml", {**shipped, "num_processes": 2, "mixed_precision": "no"})
+    config = _write_config(root / "zero3.yaml", _config(tiny_model_dir, data, 2, **lora_steps))
+    started = time.perf_counter()
+    _launch(["-m", "rualign", "train", str(config), "--out", str(root / "zero3")], accelerate_config=launch_cfg)
+    print(f"2-rank ZeRO-3 launch: {time.perf_counter() - started:.1f} s")
+    _assert_equals_single(root, root / "zero3", "zero3", tiny_model_dir)
 
 
 def test_sharded_fsdp_resume_after_kill_same_losses(single, tiny_model_dir):

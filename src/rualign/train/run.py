@@ -137,7 +137,7 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
                   stage_dir: Path):
     import dataclasses
 
-    import torch
+    from rualign.train import sharding
 
     cls = spec.config_class()
     common = dict(
@@ -147,7 +147,7 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
         max_length=stage.max_length, lr_scheduler_type=stage.lr_scheduler, warmup_steps=stage.warmup_ratio,
         weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
         gradient_checkpointing=stage.gradient_checkpointing, bf16=ctx.precision == "bf16",
-        use_cpu=not torch.cuda.is_available(), seed=config.seed, data_seed=config.seed,
+        **sharding.device_args(), seed=config.seed, data_seed=config.seed,
         logging_steps=stage.logging_steps, save_strategy="steps", save_steps=stage.save_steps,
         save_total_limit=stage.save_total_limit, eval_strategy="no", report_to=config.report_to or "none",
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,

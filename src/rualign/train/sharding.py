@@ -32,6 +32,24 @@ def fsdp_requested() -> bool:
     return _env_flag("ACCELERATE_USE_FSDP")
 
 
+def deepspeed_requested() -> bool:
+    """`accelerate launch` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED."""
+    return _env_flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def device_args() -> dict:
+    """TrainingArguments keys for where the ranks run. DeepSpeed on CPU ranks (its CPU accelerator, gloo)
+    needs use_cpu=False: with use_cpu accelerate never selects DeepSpeed; and an explicit gloo backend, or
+    accelerate counts one process per rank (its backend probe finds no GPU backend)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"use_cpu": False}
+    if deepspeed_requested():
+        return {"use_cpu": False, "ddp_backend": "gloo"}
+    return {"use_cpu": True}
+
+
 @contextlib.contextmanager
 def cpu_fsdp() -> Iterator[None]:
     """While a trainer builds its Accelerator: on CPU ranks with FSDP requested, make accelerate's state
@@ -88,6 +106,20 @@ def gathered_state_dict(trainer: Any) -> dict | None:
     return accelerator.get_state_dict(model)
 
 
+@contextlib.contextmanager
+def _without_zero3_init() -> Iterator[None]:
+    """While the trainer's ZeRO-3 config is alive, transformers' from_pretrained builds models inside
+    deepspeed.zero.Init, whose parameter broadcast is a collective: rank 0 alone would wait forever."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
 def exportable_model(trainer: Any, rebuild: Callable[[], Any]) -> Any:
     """The trained model as a plain (unsharded) module on rank 0, None on other ranks. Collective.
 
@@ -100,7 +132,8 @@ def exportable_model(trainer: Any, rebuild: Callable[[], Any]) -> Any:
         return None
     if state is None:
         return trainer.accelerator.unwrap_model(trainer.model)
-    model = rebuild()
+    with _without_zero3_init():
+        model = rebuild()
     embed = next((v for k, v in state.items() if k.endswith("embed_tokens.weight")), None)
     if embed is not None and embed.shape[0] != model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(embed.shape[0])  # a pad token added to the tokenizer before training
