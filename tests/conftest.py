@@ -22,8 +22,9 @@ def default_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(default_model_dir: Path) -> Path:
-    """A 2-layer random Llama with the SmolLM2 tokenizer, cached across test sessions."""
+def tiny_model_dir() -> Path:
+    """A 2-layer random Llama with the SmolLM2 tokenizer, cached across test sessions (built from the
+    default model only when not cached, so a GPU machine can run with a carried copy: bench/gpu_check.sh)."""
     from rualign.models import build_tiny_model
     from rualign.runs import rualign_home
 
