@@ -187,15 +187,16 @@ def load_model(spec: str, *, dtype: Any = None, trust_remote_code: bool = False,
 
 
 def build_tiny_model(out_dir: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                     seed: int = 0) -> Path:
-    """A tiny random Llama-shaped model with the default tokenizer, for fast unit tests."""
+                     seed: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
+    """A tiny random Llama-shaped model with the default tokenizer (or the one in `tokenizer_dir`, e.g. a
+    carried copy on a machine without the embedded default), for fast unit tests."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
     if _is_converted(out_dir):
         return out_dir
-    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model())
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or ensure_default_model())
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
