@@ -66,11 +66,26 @@ def right_padded(mask: Any) -> bool:
 
 
 def _plain_head(head: Any) -> bool:
-    """A bias-free nn.Linear whose full weight is here (not a LoRA-wrapped head, not a ZeRO-3/FSDP shard)."""
+    """A bias-free nn.Linear whose full weight is here (not a LoRA-wrapped head, not a ZeRO-3/FSDP shard).
+    FSDP2 re-classes a sharded Linear as FSDPLinear(FSDPModule, Linear); inside forward its weight is the
+    gathered full tensor, so the chunked path applies (tests/test_train_sharded.py: same weights as one
+    process). Outside forward, or under ZeRO-3 (an empty placeholder), the shape test fails."""
     import torch
 
-    return (type(head) is torch.nn.Linear and head.bias is None
+    linear = type(head) is torch.nn.Linear or _fsdp2_linear(head)
+    return (linear and head.bias is None and head.weight.is_floating_point()
+            and type(head.weight.data) is torch.Tensor  # not a DTensor shard
             and tuple(head.weight.shape) == (head.out_features, head.in_features))
+
+
+def _fsdp2_linear(head: Any) -> bool:
+    import torch
+
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return False
+    return isinstance(head, FSDPModule) and type(head).__bases__[-1] is torch.nn.Linear
 
 
 def add_trainable_head(model: Any) -> str | None:
