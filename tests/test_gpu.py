@@ -3,7 +3,8 @@ bench/gpu_check.sh runs it on a GPU machine with no network (tiny random models,
 
 What it checks on CUDA: SFT and DPO stages train in bf16 (chosen by precision: auto) and their merged export
 gives the adapter model's logits; continuous-batching generation equals one-at-a-time `generate`; a QLoRA
-stage when bitsandbytes imports; the vLLM backend on the tiny model when vllm imports."""
+stage when bitsandbytes imports; the vLLM backend on a tiny model when vllm imports; the shipped fsdp.yaml and
+deepspeed-zero3.yaml (bf16) launched on one GPU, their gathered export loading."""
 
 from __future__ import annotations
 
@@ -130,3 +131,27 @@ def test_gpu_vllm_backend_on_a_tiny_model(tiny_model_dir, tmp_path):
         assert completion.finish_reason in ("stop", "length") and 0 < completion.completion_tokens <= 8
     again = backend.generate(batch, GenParams(max_new_tokens=8))
     assert [c.text for c in again] == [c.text for c in completions]  # greedy is deterministic
+
+
+@pytest.mark.parametrize("shipped", ["fsdp.yaml", "deepspeed-zero3.yaml"])
+def test_gpu_fsdp_and_zero3_shipped_configs_bf16_export(shipped, tiny_model_dir, tmp_path):
+    """The shipped GPU configs as they are (bf16 mixed precision), on one GPU: full + LoRA stages train and
+    the gathered export loads (tests/test_train_sharded.py checks the gathered values on 2 CPU ranks)."""
+    if shipped.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="needs deepspeed (pip install 'rualign[gpu]')")
+    from test_train_sharded import ROOT, _config, _data, _launch, _write_config
+    from transformers import AutoModelForCausalLM
+
+    cfg = _config(tiny_model_dir, _data(tmp_path / "data"), 4)
+    for stage in cfg["stages"]:
+        stage["precision"] = "auto"  # bf16 on a bf16 GPU, as the shipped configs' mixed_precision
+    config = _write_config(tmp_path / "train.yaml", cfg)
+    _launch(["--num_processes", "1", "-m", "rualign", "train", str(config), "--out", str(tmp_path / "out")],
+            accelerate_config=ROOT / "configs" / "accelerate" / shipped)
+    kind = "fsdp2" if shipped == "fsdp.yaml" else "zero3"
+    for stage in ("full", "lora"):
+        manifest = json.loads((tmp_path / "out" / stage / "manifest.json").read_text())
+        assert manifest["sharding"] == kind and manifest["steps"] == 2
+        model = AutoModelForCausalLM.from_pretrained(manifest["model_path"]).cuda()
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.tensor([[1, 300, 301]], device="cuda")).logits).all()
