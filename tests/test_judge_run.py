@@ -64,7 +64,7 @@ def strip_cached(rows: list[dict]) -> list[dict]:
 def test_faulty_run_completes_with_verdicts_and_counted_failures(tmp_path, pair_files):
     answers, reference = pair_files(12, marker_ids={5: FAIL_MARKER})
     with FaultServer(fault_rate=0.3, seed=3) as server:
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
         ok = server.ok_counts()
         assert ok and max(ok.values()) == 1  # no call repeated after it succeeded
         failed_keys = [k for k, o in server.log if o == "500"]
@@ -96,10 +96,10 @@ def test_rerun_from_cache_makes_zero_http_calls(tmp_path, pair_files):
     answers, reference = pair_files(8)
     with FaultServer(fault_rate=0.3, seed=4) as server:
         cfg = fast_cfg(server, tmp_path)
-        first = run_judge(answers, reference, cfg, tmp_path / "a")
+        first = run_judge(answers, reference, cfg, tmp_path / "a").dump()
         before = server.requests()
         assert before >= 16
-        second = run_judge(answers, reference, cfg, tmp_path / "b")  # a fresh folder: only the cache helps
+        second = run_judge(answers, reference, cfg, tmp_path / "b").dump()  # a fresh folder: only the cache helps
         assert server.requests() == before
     assert all(r["cached"] for r in read_rows(tmp_path / "b"))
     assert not any(r["cached"] for r in read_rows(tmp_path / "a"))
@@ -129,7 +129,7 @@ def test_pairing_errors_name_both_files_and_ids(tmp_path, write_jsonl):
 def test_missing_logprobs_falls_back_to_verdict_with_one_warning(tmp_path, pair_files, caplog):
     answers, reference = pair_files(6)
     with FaultServer(fault_rate=0.0, logprobs=False) as server, caplog.at_level(logging.WARNING):
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
     warnings = [r for r in caplog.records if "no logprobs" in r.getMessage()]
     assert len(warnings) == 1
     rows = read_rows(tmp_path / "out")
@@ -289,7 +289,7 @@ def test_identical_answers_are_ties_without_judge_calls(tmp_path, write_jsonl):
         reference[i]["answer"] = f"  {model[i]['answer']}\n"
     answers, ref = write_jsonl("answers.jsonl", model), write_jsonl("reference.jsonl", reference)
     with FaultServer(fault_rate=0.0) as server:
-        score = run_judge(answers, ref, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, ref, fast_cfg(server, tmp_path), tmp_path / "out").dump()
         assert server.requests() == 8  # 4 judged prompts x 2 orders; p1 and p4 never reach the judge
     rows = read_rows(tmp_path / "out")
     assert len(rows) == 12
@@ -317,7 +317,7 @@ def test_all_identical_answers_start_no_judge(tmp_path, write_jsonl, capsys):
     # Nothing listens on this address: any attempt to judge would fail the run with api errors.
     with FaultServer() as server:
         base_url = server.base_url
-    score = run_judge(answers, ref, fast_cfg(server, tmp_path, base_url=base_url, max_retries=0), tmp_path / "out")
+    score = run_judge(answers, ref, fast_cfg(server, tmp_path, base_url=base_url, max_retries=0), tmp_path / "out").dump()
     assert score["score"] == 50.0 and score["n"] == 3 and score["ties"] == 3 and score["failures"]["count"] == 0
     assert score["identical_pairs"]["count"] == 3 and score["judge"]["mode"] == "identical"
     assert score["order_flip_rate"] is None and score["first_slot_win_rate"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,10 +134,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rualign.eval.compare import compare_scores, load_score, render
+    from rualign.eval.compare import compare_scores, render
+    from rualign.records import read_score
     from rualign.runs import write_json
-
-    from pathlib import Path
 
     from rualign.errors import check_args
     from rualign.paths import out_file, refuse_overlap
@@ -146,9 +146,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.out:  # before any work
         out_file(args.out)
         refuse_overlap([args.a, args.b, Path(args.a) / "score.json", Path(args.b) / "score.json"], files=[args.out])
-    path_a, score_a = load_score(args.a)
-    path_b, score_b = load_score(args.b)
-    result = compare_scores(score_a, score_b, path_a=path_a, path_b=path_b, seed=args.seed, n_boot=args.n_boot)
+    path_a, path_b = (Path(p) / "score.json" if Path(p).is_dir() else Path(p) for p in (args.a, args.b))
+    result = compare_scores(read_score(path_a), read_score(path_b), path_a=path_a, path_b=path_b, seed=args.seed,
+                            n_boot=args.n_boot)
     render(result)
     if args.out:
         write_json(args.out, result)

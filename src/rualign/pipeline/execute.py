@@ -16,7 +16,8 @@ from typing import Callable
 from rualign.pipeline.plan import Node, Plan, RunPlan
 from rualign.paths import contained, remove_tree
 from rualign.progress import stage_log
-from rualign.runs import files_record, read_manifest, write_json, write_manifest
+from rualign.records import RefLoss, RunInfo, StageInfo, write_ref_loss, write_run_info
+from rualign.runs import files_record, read_manifest, write_manifest
 
 
 def _say(message: str) -> None:
@@ -65,7 +66,7 @@ def model_location(node: Node, plan: Plan) -> str:
     if node.spec["model_node"] is None:
         return node.spec["model"]
     train = plan.nodes[node.spec["model_node"]]
-    return read_manifest(train.folder / train.spec["stage"].name)["model_path"]
+    return read_manifest(train.folder / train.spec["stage"].name).model_path
 
 
 def _backend(node: Node, plan: Plan):
@@ -101,7 +102,7 @@ def _run_answers(node: Node, plan: Plan) -> None:
 
         spec, limit = node.spec["heldout"]
         result = reference_loss(backend.lm, backend.tokenizer, heldout_conversations(spec, limit))
-        write_json(node.folder / "ref_loss.json", {**result, "heldout": spec, "limit": limit})
+        write_ref_loss(node.folder / "ref_loss.json", RefLoss(**result, heldout=spec, limit=limit))
     write_manifest(node.folder, stage="answers", config_hash=node.key, model=backend.model,
                    files=files_record(node.folder, ["answers.jsonl"]),
                    prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
@@ -173,11 +174,11 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     (folder / "ref_loss.json").unlink(missing_ok=True)
     if ref_loss.is_file():
         _copy(ref_loss, folder / "ref_loss.json")
-    stages = [{"name": s.name, "method": s.method, "data": label} for s, label in zip(exp.stages, run.stage_data)]
-    description = exp.description or ("; ".join(f"{s['method']} on {s['data']}" for s in stages) or "base model")
-    write_json(folder / "run.json", {
-        "name": exp.name, "description": description, "model": exp.model, "stages": stages,
-        "reference_answers": str(reference_path(run, plan)), "target": exp.eval.target,
-        "judge": run.judge_config.public(), "config_hash": plan.nodes[run.judge].key,
-        "store": {"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}})
+    stages = [StageInfo(name=s.name, method=s.method, data=label) for s, label in zip(exp.stages, run.stage_data)]
+    description = exp.description or ("; ".join(f"{s.method} on {s.data}" for s in stages) or "base model")
+    write_run_info(folder / "run.json", RunInfo(
+        name=exp.name, description=description, model=exp.model, stages=stages,
+        reference_answers=str(reference_path(run, plan)), target=exp.eval.target,
+        judge=run.judge_config.public(), config_hash=plan.nodes[run.judge].key,
+        store={"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}))
     return folder

@@ -52,19 +52,18 @@ class Node:
             return is_finished(self.folder, self.key)
         if self.kind == "train":
             manifest = read_manifest(self.folder / self.spec["stage"].name)
-            return manifest is not None and "model_path" in manifest
+            return manifest is not None and getattr(manifest, "model_path", None) is not None
         return judge_finished(self.folder)
 
 
 def judge_finished(folder: Path) -> bool:
     """Finished unless a call failed at the API (worth retrying); a verdict the judge did not give in a
     parseable form is final (the same call gives the same text again) and is reported as a failure."""
-    import json
+    from rualign.records import read_judgments
 
     if read_manifest(folder) is None or not (folder / "score.json").is_file():
         return False
-    with open(folder / "judgments.jsonl", encoding="utf-8") as handle:
-        return not any(str(json.loads(line).get("error") or "").startswith("api") for line in handle if line.strip())
+    return not any((row.error or "").startswith("api") for row in read_judgments(folder / "judgments.jsonl"))
 
 
 @dataclass

@@ -281,11 +281,11 @@ def stage_or_folder(spec: str, ctx: Any, key: str) -> str:
     if spec in names:
         folder = ctx.stage_output(spec)
         manifest = read_manifest(folder)
-        if manifest is None or "model_path" not in manifest:
+        if manifest is None or getattr(manifest, "model_path", None) is None:
             raise RualignError(f"stage '{ctx.stage.name}': {key} '{spec}' is a stage that has not finished",
                                path=folder, hint=f"make '{spec}' an ancestor of '{ctx.stage.name}' "
                                                  "(parent:) so it runs first")
-        return manifest["model_path"]
+        return manifest.model_path
     if not Path(spec).expanduser().exists():
         raise RualignError(f"stage '{ctx.stage.name}': {key} '{spec}' is neither a stage of this config "
                            "nor an existing model folder", expected=f"one of {', '.join(names)} or a folder")

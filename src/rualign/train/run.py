@@ -57,10 +57,10 @@ def _start_model(config: TrainConfig, stage: StageConfig, out: Path) -> tuple[st
     if parent is None:
         return resolve_model(config.model), None
     manifest = read_manifest(out / parent)
-    if manifest is None or "model_path" not in manifest:
+    if manifest is None or getattr(manifest, "model_path", None) is None:
         raise RualignError(f"stage '{stage.name}' needs its parent stage '{parent}', which has not finished",
                            path=out / parent, hint=f"run stage '{parent}' first (or the whole config)")
-    return manifest["model_path"], manifest
+    return manifest.model_path, manifest.dump()
 
 
 def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
@@ -80,7 +80,7 @@ def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
         raise ConfigError(f"stage '{stage.name}': data folder is not a finished `rualign data` output",
                           path=folder, expected="a folder with train.jsonl and manifest.json")
     verify_files(folder, manifest)  # a train.jsonl cut short after `rualign data` is refused, not trained on
-    kind = manifest.get("kind")
+    kind = getattr(manifest, "kind", None)
     if kind not in spec.data_kinds:
         raise ConfigError(f"stage '{stage.name}': method '{spec.name}' needs data of kind "
                           f"{' or '.join(spec.data_kinds)}, but this folder has kind '{kind}'", path=folder)
@@ -174,9 +174,9 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     key = stage_key(config, stage, data_dir, parent_manifest)
     stage_dir = out / stage.name
     manifest = read_manifest(stage_dir)
-    if manifest is not None and manifest.get("config_hash") == key["config_hash"]:
+    if manifest is not None and manifest.config_hash == key["config_hash"]:
         _log(f"stage {stage.name}: finished output with the same config, data and parent; skipped")
-        return {**manifest, "skipped": True}
+        return {**manifest.dump(), "skipped": True}
     resume_from = _prepare_dir(stage_dir, key["config_hash"])
     precision, why = choose_precision(stage.precision)
     _log(f"stage {stage.name} ({stage.method}, {stage.adapter_kind}) from {start_model}; precision {precision}: "
@@ -200,7 +200,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     # Checkpoints only serve an interrupted run; a finished stage is reused through its manifest.
     remove_tree(stage_dir, stage_dir / "checkpoints")
     _barrier()
-    return manifest
+    return manifest.dump()
 
 
 def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path, stage_dir: Path,
