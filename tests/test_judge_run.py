@@ -328,3 +328,26 @@ def test_all_identical_answers_start_no_judge(tmp_path, write_jsonl, capsys):
                  "--cache", str(tmp_path / "cli.sqlite"), "--out", str(tmp_path / "cli")])
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and "score 50.0" in out and "3 prompt(s) with the same answer as the reference" in out
+
+
+def test_two_endpoints_serving_the_same_model_name_never_share_cached_verdicts(pair_files, tmp_path):
+    """Issue 16: the cache key named the judge by model only, so a second judge at another base_url was answered
+    from the first judge's cache and its score.json reported the first judge's verdicts."""
+    answers, reference = pair_files(4)
+    with FaultServer(fault_rate=0.0) as first, FaultServer(fault_rate=0.0, logprobs=False) as second:
+        run_judge(answers, reference, fast_cfg(first, tmp_path), tmp_path / "a")
+        score = run_judge(answers, reference, fast_cfg(second, tmp_path), tmp_path / "b").dump()
+        assert second.requests() > 0  # asked, not answered from the first server's cache entries
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["client"]["cache_hits"] == 0
+    # The second server gives no logprobs: its verdicts are parsed ones, as its own score.json says.
+    assert score["judge"]["mode"] == "verdict" and {r["mode"] for r in read_rows(tmp_path / "b")} == {"verdict"}
+
+
+def test_credentials_in_base_url_reach_no_key_and_no_file(pair_files, tmp_path):
+    plain = JudgeConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
+    secret = JudgeConfig(backend="openai", base_url="http://user:s3cret@127.0.0.1:9/v1/", model="m")
+    assert secret.judge_key() == plain.judge_key()  # the same server, whatever the password
+    assert "s3cret" not in json.dumps(secret.public()) and "s3cret" not in secret.display_name()
+    other = JudgeConfig(backend="openai", base_url="http://127.0.0.1:10/v1", model="m")
+    assert other.judge_key() != plain.judge_key()

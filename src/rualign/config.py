@@ -128,3 +128,45 @@ def resolve_relative(value: str, base: Path | None) -> str:
         return value
     candidate = Path(base).parent / value
     return str(candidate) if candidate.exists() else value
+
+
+def resolve(ref: str) -> Any:
+    """The object a "module:attribute" string names, imported on first use (tables name classes and builders
+    this way, so reading a config never imports torch, trl or a server)."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def add_flags(parser: Any, model: type[BaseModel], names: tuple[str, ...], *,
+              choices: dict[str, list[str]] | None = None) -> None:
+    """`--field-name` flags for schema fields (litgpt-style): type, choices, default and help come from the
+    field, so a CLI and a config file cannot disagree about a default."""
+    import types
+    import typing
+
+    for name in names:
+        info = model.model_fields[name]
+        union = typing.get_origin(info.annotation) in (typing.Union, types.UnionType)
+        kinds = [a for a in typing.get_args(info.annotation) if a is not type(None)] if union else [info.annotation]
+        literal = next((typing.get_args(k) for k in kinds if typing.get_origin(k) is typing.Literal), None)
+        kind = next((k for k in kinds if k in (int, float, str)), str)
+        options = (choices or {}).get(name) or (list(literal) if literal else None)
+        default = info.default
+        shown = "" if default is None else f" (default {default})"
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=options, default=default,
+                            help=(info.description or "") + shown)
+
+
+def from_flags(model: type[M], args: Any, names: tuple[str, ...], where: str = "command line") -> M:
+    """The schema model from flags made by add_flags (validated like a config file)."""
+    import re
+
+    try:
+        return validate(model, {name: getattr(args, name) for name in names}, where)
+    except ConfigError as exc:  # say it in flags: 'batch_size' -> --batch-size
+        exc.message = re.sub(r"'(" + "|".join(names) + r")'", lambda m: "--" + m.group(1).replace("_", "-"),
+                             exc.message)
+        exc.args = (exc.render(),)
+        raise

@@ -70,7 +70,7 @@ def generator_info(backend: Backend) -> GeneratorInfo:
 
 
 def params_record(backend: Backend, params: GenParams) -> dict[str, Any]:
-    # batch_size is left out on purpose: greedy output does not depend on it (tested).
+    # The backend's settings() add whatever else can change an answer (batch_size under bf16, the endpoint).
     return {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
             "seed": params.seed, **backend.settings()}
 

@@ -305,10 +305,7 @@ def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_fil
 
 def judge_config_hash(answers: Path, reference: Path, cfg: JudgeConfig, template: Template, target: int,
                       seed: int) -> str:
-    # Only what changes the verdicts: not concurrency, rate limits, timeouts or the cache location.
-    relevant = cfg.model_dump(include={"backend", "base_url", "model", "mode", "template", "temperature",
-                                       "max_tokens", "top_logprobs", "n_ctx"})
-    return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": relevant,
+    return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": cfg.judge_key(),
                         "template_version": template.version, "target": target, "seed": seed})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rualign.records import DEFAULT_TARGET
+
 EPILOG = """\
 judge SPEC forms:
   llamacpp:default            the embedded SmolLM2 GGUF under llama.cpp's server (started and stopped here)
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--judge-config", help="judge YAML with settings; the --judge SPEC, if given, names the model")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--mode", choices=["logprob", "verdict"], help="override the judge config's mode")
-    parser.add_argument("--target", type=int, default=540, help="target mean answer length in tokens (540)")
+    parser.add_argument("--target", type=int, default=DEFAULT_TARGET,
+                        help=f"target mean answer length in tokens ({DEFAULT_TARGET})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--cache", help="SQLite cache file (default $RUALIGN_HOME/judge_cache.sqlite)")
     parser.set_defaults(handler=run)

@@ -69,22 +69,8 @@ def model_location(node: Node, plan: Plan) -> str:
     return read_manifest(train.folder / train.spec["stage"].name).model_path
 
 
-def _backend(node: Node, plan: Plan):
-    from rualign.eval import backends
-
-    gen, model = node.spec["generation"], model_location(node, plan)
-    if gen.backend == "hf":
-        return backends.HFBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
-                                  bf16=gen.bf16)
-    if gen.backend == "vllm":
-        return backends.VLLMBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
-                                    seed=gen.seed)
-    return backends.OpenAIBackend(model, base_url=gen.base_url, api_key_env=gen.api_key_env,
-                                  batch_size=gen.batch_size)
-
-
 def _run_answers(node: Node, plan: Plan) -> None:
-    from rualign.eval.backends import GenParams
+    from rualign.eval.gen_config import make_generation_backend
     from rualign.eval.generate import TokenCounter, run_with_progress
     from rualign.eval.prompts_io import load_prompts
 
@@ -92,10 +78,9 @@ def _run_answers(node: Node, plan: Plan) -> None:
     if node.spec["limit"]:
         prompts = prompts[: node.spec["limit"]]
     gen = node.spec["generation"]
-    params = GenParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                       seed=gen.seed)
-    backend = _backend(node, plan)
-    summary = run_with_progress(prompts, backend, params, node.folder / "answers.jsonl",
+    backend = make_generation_backend(gen, model_location(node, plan), chat_template=node.spec["chat_template"],
+                                      trust_remote_code=node.spec["trust_remote_code"])
+    summary = run_with_progress(prompts, backend, gen.params(), node.folder / "answers.jsonl",
                                 counter=TokenCounter(node.spec["tokenizer"]))
     if node.spec.get("heldout") and hasattr(backend, "lm"):  # ref_loss needs the model in process (hf)
         from rualign.eval.metrics import heldout_conversations, reference_loss
@@ -108,7 +93,7 @@ def _run_answers(node: Node, plan: Plan) -> None:
                    prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
                    reused=summary.reused, finish_reasons=summary.finish_reasons,
                    seconds=round(summary.seconds, 2), new_tokens=summary.new_tokens,
-                   params=gen.model_dump(mode="json", exclude={"api_key_env"}))
+                   params=gen.output_key())
 
 
 def reference_path(run: RunPlan, plan: Plan) -> Path:

@@ -20,29 +20,13 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from rualign.config import Seed, Strict, parse_yaml_text, resolve_relative
 from rualign.errors import ConfigError
 from rualign.paths import SafeName
+from rualign.eval.gen_config import Generation
 from rualign.eval.schema import JudgeConfig
+from rualign.records import DEFAULT_TARGET
 from rualign.train.schema import StageConfig, TrainConfig
 
 EXPERIMENT_KEYS = ("name", "description", "model", "chat_template", "seed", "trust_remote_code", "data",
                    "stage_defaults", "stages", "eval")
-
-
-class Generation(Strict):
-    backend: Literal["hf", "openai", "vllm"] = "hf"
-    max_new_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: Seed = 0
-    batch_size: int = Field(16, ge=1)
-    bf16: Literal["auto", "on", "off"] = "auto"
-    base_url: str | None = None        # openai backend: where the model is served
-    api_key_env: str | None = None     # openai backend: NAME of the env var with the key
-
-    @model_validator(mode="after")
-    def _url(self) -> "Generation":
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai generation backend needs base_url")
-        return self
 
 
 class Reference(Strict):
@@ -68,7 +52,7 @@ class Evaluation(Strict):
     reference: Reference
     judge: str | JudgeConfig = Field(description="judge SPEC (llamacpp:default, local:..., openai:m@url, "
                                                  "judge.yaml) or an inline judge mapping")
-    target: int = Field(540, ge=1)
+    target: int = Field(DEFAULT_TARGET, ge=1)
     judge_seed: Seed = 0
     heldout: str | None = Field(None, description="held-out conversations for ref_loss (hf backend): "
                                                   "bundled:grandmaster (its test split) or a JSONL file")

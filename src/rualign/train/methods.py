@@ -17,14 +17,13 @@ Row contract (what `train/run.py` calls):
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import Field
 
-from rualign.config import Strict
+from rualign.config import Strict, resolve
 from rualign.train import preference as _pref  # light: pydantic schemas only, no torch/trl at import
 from rualign.train.fast import FastSFTParams as _FastSFTParams  # light too: TRL is imported on first use
 
@@ -68,11 +67,6 @@ class StageContext:
 
     def stage_output(self, name: str) -> Path:
         return self.out_root / name
-
-
-def resolve(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 # ---- method-specific keys -------------------------------------------------------------------------------
