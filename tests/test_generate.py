@@ -495,7 +495,7 @@ def test_cli_setting_errors_name_the_flag(tmp_path, write_jsonl, capsys):
     good = write_jsonl("g.jsonl", [{"id": "a", "prompt": "x"}])
     assert main(["generate", "--model", "m", "--batch-size", "0", "--prompts", str(good),
                  "--out", str(tmp_path / "b.jsonl")]) == 2
-    assert "'--batch-size': Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert "command line: --batch-size: Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_one_backend_factory_applies_the_vllm_batch_rule_and_trust_remote_code(monkeypatch):

@@ -18,6 +18,7 @@ from fault_server import FAIL_MARKER, UNPARSEABLE_MARKER, LETTER_PROBS, FaultSer
 
 from rualign.cli import main
 from rualign.errors import RualignError
+from rualign.eval.endpoint import endpoint_key
 from rualign.eval.judge import build_jobs, call_key, load_template, pair_answers, render, run_judge
 from rualign.eval.schema import JudgeConfig, parse_judge_spec
 
@@ -255,7 +256,8 @@ def test_kill_9_then_rerun_repeats_no_finished_call(tmp_path, pair_files):
         server_key_of = {}
         for job in build_jobs(model, ref):
             messages = render(template, job.prompt, job.answer_a, job.answer_b, "logprob")
-            server_key_of[call_key("openai:fault", cfg, template, job, "logprob", messages)] = request_key(messages)
+            identity = f"openai:fault@{endpoint_key(server.base_url)}"  # the model AND its endpoint
+            server_key_of[call_key(identity, cfg, template, job, "logprob", messages)] = request_key(messages)
         assert set(server_key_of) >= finished
         assert not rerun_keys & {server_key_of[k] for k in finished}
         assert len(rerun_keys) == 60 - len(finished)

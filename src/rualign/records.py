@@ -165,6 +165,14 @@ class LengthStats(Part):
     gap_to_target: float | None = None
     n: Count = 0
 
+    @classmethod
+    def of(cls, tokens: list[int], target: int) -> "LengthStats":
+        """From answer lengths, by the one length_stats (data/tokens.py) that data manifests use too."""
+        from rualign.data.tokens import length_stats
+
+        stats = length_stats(tokens, target)
+        return cls(**{k: stats[k] for k in cls.model_fields if k in stats})
+
 
 class Lengths(Part):
     target: int = DEFAULT_TARGET

@@ -17,8 +17,8 @@ import numpy as np
 
 from rualign.data import filters as F
 from rualign.data.schema import Recipe, Source
-from rualign.data.sources import (RawRow, RowError, answers_of, bundled_path, check_columns, normalise,
-                                  prompt_of, read_rows)
+from rualign.data.formats import RowError, check_columns, normalise
+from rualign.data.sources import RawRow, answers_of, bundled_path, prompt_of, read_rows
 from rualign.data.tokens import count_tokens, length_stats
 from rualign.errors import DataError
 from rualign.paths import out_folder, refuse_overlap

@@ -72,15 +72,6 @@ def _bootstrap_means(values: np.ndarray, rng: np.random.Generator, n_boot: int) 
     return out
 
 
-def length_stats(tokens: list[int], target: int) -> dict[str, float | None]:
-    if not tokens:
-        return {"mean": None, "median": None, "p90": None, "gap_to_target": None, "n": 0}
-    arr = np.asarray(tokens, dtype=float)
-    mean = float(arr.mean())
-    return {"mean": round(mean, 2), "median": float(np.median(arr)), "p90": float(np.quantile(arr, 0.9)),
-            "gap_to_target": round(mean - target, 2), "n": int(arr.size)}
-
-
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
@@ -240,8 +231,7 @@ def _lc_warning(lc: float | None, score: float, n: int) -> str | None:
 def _lengths(per_prompt: list[PromptValue], target: int) -> Lengths:
     model = [e.model_tokens for e in per_prompt if e.model_tokens is not None]
     reference = [e.reference_tokens for e in per_prompt if e.reference_tokens is not None]
-    return Lengths(target=target, model=LengthStats(**length_stats(model, target)),
-                   reference=LengthStats(**length_stats(reference, target)))
+    return Lengths(target=target, model=LengthStats.of(model, target), reference=LengthStats.of(reference, target))
 
 
 def compute_score(judgments: list[Judgment], model_answers: dict[str, AnswerRecord],

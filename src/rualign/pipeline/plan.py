@@ -25,8 +25,6 @@ from rualign.redact import redact_url
 from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, verify_files
 from rualign.train.schema import StageConfig
 
-# Keys that do not change a trained model (the same set train/run.py leaves out of its stage key).
-_COSMETIC = {"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"}
 _MODEL_PARAMS = ("ref_model", "reward_model")  # stage params that may name another stage
 
 
@@ -177,7 +175,8 @@ def _train_nodes(exp: Experiment, plan: Plan) -> tuple[Node | None, list[str]]:
             elif named in {s.name for s in config.stages}:
                 raise ConfigError(f"stage '{stage.name}': {param} '{named}' must be an ancestor of the stage "
                                   "(it has to finish first)", path=exp._source)
-        key = stable_hash({"stage": stage.model_dump(mode="json", exclude=_COSMETIC | {"data", "parent"}),
+        # The data is keyed by its content hash, so its spelling (a name, a path) is left out here.
+        key = stable_hash({"stage": stage.key_fields(without=frozenset({"data"})),
                            "data": data_key, "deps": {n: d.key for n, d in sorted(deps.items())},
                            "model": exp.model, "chat_template": exp.chat_template, "seed": exp.seed,
                            "trust_remote_code": exp.trust_remote_code, "version": 1})

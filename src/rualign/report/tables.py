@@ -45,10 +45,7 @@ def stages_text(stages: list[StageInfo]) -> str:
 
 
 def _answer_lengths(run: "Run", target: int) -> LengthStats:
-    from rualign.eval.stats import length_stats
-
-    tokens = [a.answer_tokens for a in run.answers if a.answer_tokens is not None]
-    return LengthStats(**length_stats(tokens, target))
+    return LengthStats.of([a.answer_tokens for a in run.answers if a.answer_tokens is not None], target)
 
 
 def _cell(value: Any) -> Any:

@@ -119,7 +119,7 @@ def _messages(row: dict, key: str, index: int, *, last_role: str | None = None,
 
 
 def _record_rows(ctx: Any, counts: dict) -> None:
-    ctx.info.setdefault("rows", {})[ctx.info.get("split", "train")] = counts
+    ctx.record_rows(counts)
 
 
 def preference_pairs(rows: list[dict], ctx: Any) -> list[dict]:

@@ -106,8 +106,7 @@ def _refuse_overlap(config: TrainConfig, stage: StageConfig, out: Path, source: 
 
 def stage_key(config: TrainConfig, stage: StageConfig, data_dir: Path, parent: dict | None) -> dict:
     """What decides whether a finished stage can be reused: the hashes that go into its manifest."""
-    cosmetic = {"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"}
-    stage_cfg = stage.model_dump(mode="json", exclude=cosmetic | {"parent"})
+    stage_cfg = stage.key_fields()
     data = {name: file_hash(data_dir / name) for name in ("train.jsonl", "val.jsonl") if (data_dir / name).exists()}
     parts = {"stage": stage_cfg, "base_model": config.model, "chat_template": config.chat_template,
              "seed": config.seed, "data": data,
@@ -157,8 +156,14 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
     fields = {f.name for f in dataclasses.fields(cls)}
     if "activation_checkpointing" in fields:  # transformers 5 renamed gradient_checkpointing
         common["activation_checkpointing"] = common.pop("gradient_checkpointing")
-    kwargs = {k: v for k, v in {**common, **extra}.items() if k in fields}
-    return cls(**kwargs)
+    unknown = sorted(set(extra) - fields)
+    if unknown:  # a method key TRL would never see must not vanish silently (it changes nothing but the hash)
+        raise ConfigError(f"method '{stage.method}': {', '.join(unknown)} not accepted by {cls.__name__} of the "
+                          "installed TRL", path=f"stage '{stage.name}'",
+                          expected=f"keys of {cls.__name__}", hint="check the TRL version (pip show trl)")
+    # Common keys are shared by every method; a TRL config without one of them (e.g. no max_length) skips it.
+    kwargs = {k: v for k, v in common.items() if k in fields}
+    return cls(**kwargs, **extra)
 
 
 def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, callbacks: list | None = None,
@@ -234,11 +239,8 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
                        out_root=out, precision=precision, log=_log)
     if fast_dropouts:
         ctx.info["lora_dropout"] = f"train/dropout.py FastDropout on {fast_dropouts} modules"
-    ctx.info["split"] = "train"
     train_ds = resolve(spec.build_dataset)(train_rows, ctx)
-    ctx.info["split"] = "val"
-    eval_ds = resolve(spec.build_dataset)(val_rows, ctx) if val_rows else None
-    ctx.info.pop("split")
+    eval_ds = resolve(spec.build_dataset)(val_rows, ctx.for_split("val")) if val_rows else None
     args = training_args(spec, config, stage, ctx, stage_dir)
     extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
@@ -268,9 +270,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
                                   stage.samples, stage.sample_max_new_tokens, stage_dir / "samples.jsonl")
     return {"model_path": paths["model"], "adapter_path": paths.get("adapter"),
             "adapter_base": adapter_base if "adapter" in paths else None,
-            "pad_token": pad_action, "rows": ctx.info.get("rows", {}),
-            "mask_example": ctx.info.get("mask_example"),
-            "builder_info": {k: v for k, v in ctx.info.items() if k not in ("rows", "mask_example")},
+            "pad_token": pad_action, "rows": ctx.rows, "mask_example": ctx.mask_example, "builder_info": ctx.info,
             "params": param_counts,
             "steps": int(trainer.state.global_step), "train_loss": result.training_loss,
             "eval": eval_metrics, "tokens": tokens,
