@@ -117,8 +117,8 @@ def _vllm(gen: Generation, model: str, **kwargs: Any) -> Any:
     return VLLMBackend(model, batch_size=max(gen.batch_size, VLLM_MIN_BATCH), seed=gen.seed, **kwargs)
 
 
-def _openai(gen: Generation, model: str, *, adapter: str | None, chat_template: str,
-            trust_remote_code: bool) -> Any:
+def _openai(gen: Generation, model: str, *, adapter: str | None = None, chat_template: str = "model",
+            trust_remote_code: bool = False) -> Any:
     from rualign.eval.endpoint import OpenAIBackend
 
     # chat_template and trust_remote_code belong to the server that serves the model.

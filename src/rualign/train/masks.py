@@ -171,7 +171,7 @@ def build_sft_dataset(rows: list[dict], ctx: Any):
         columns["completion_mask"].append(mask)
     ctx.record_rows({
         "in": len(rows), "kept": len(columns["input_ids"]), "truncated": truncated,
-        "dropped_no_trainable_tokens": len(dropped), "dropped_ids": dropped[:20]}
+        "dropped_no_trainable_tokens": len(dropped), "dropped_ids": dropped[:20]})
     if rows and not columns["input_ids"]:
         raise RualignError(f"every row lost all assistant tokens to truncation at max_length={max_length}",
                            hint="raise max_length")
