@@ -373,14 +373,14 @@ def test_binary_or_utf16_file_is_named_as_such(tmp_path, capsys, kind, expected)
 
 
 def test_sharegpt_keys_are_shown(tmp_path):
-    from rualign.data.sources import RowError, normalise
+    from rualign.data.formats import RowError, normalise
 
     with pytest.raises(RowError, match=r"has keys \['from', 'value'\].*rename from -> role"):
         normalise("chat", {"messages": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]})
 
 
 def test_conversation_starting_with_the_assistant_is_named_as_such():
-    from rualign.data.sources import RowError, normalise
+    from rualign.data.formats import RowError, normalise
     from rualign.train.masks import assistant_char_spans
 
     messages = [{"role": "assistant", "content": "Здравствуйте"}, {"role": "user", "content": "Привет"},
