@@ -57,8 +57,8 @@ class Part(BaseModel):
 # Numbers the report shows or plots: finite (the JSON reader refuses NaN/Infinity) and in range, so a string
 # score cannot crash a plot and a 2403 is never shown as if real.
 Count = Annotated[int, Field(strict=True, ge=0)]
-Points = Annotated[float, Field(ge=0, le=100)]
-Rate = Annotated[float, Field(ge=0, le=1)]
+Points = Annotated[float, Field(strict=True, ge=0, le=100)]
+Rate = Annotated[float, Field(strict=True, ge=0, le=1)]
 
 
 def _ident(value: Any) -> Any:
@@ -80,7 +80,8 @@ class AnswerRecord(Record):
     """One line of answers.jsonl: a prompt and the model's answer to it."""
 
     id: str
-    prompt: list[dict[str, Any]] = Field(description="the conversation answered: [{role, content}, ...]")
+    prompt: list[dict[str, Any]] = Field(default_factory=list,
+                                         description="the conversation answered: [{role, content}, ...]")
     category: str | None = None
     answer: str
     answer_tokens: Count | None = Field(None, description="answer length in the named `tokenizer`")
@@ -160,9 +161,9 @@ class CategoryScore(Part):
 
 
 class LengthStats(Part):
-    mean: Annotated[float, Field(ge=0)] | None = None
-    median: Annotated[float, Field(ge=0)] | None = None
-    p90: Annotated[float, Field(ge=0)] | None = None
+    mean: Annotated[float, Field(strict=True, ge=0)] | None = None
+    median: Annotated[float, Field(strict=True, ge=0)] | None = None
+    p90: Annotated[float, Field(strict=True, ge=0)] | None = None
     gap_to_target: float | None = None
     n: Count = 0
 
@@ -298,20 +299,23 @@ def _read_json(path: Path, expected: str) -> Any:
     return read_json(path, expected=expected)  # NaN/Infinity and non-UTF-8 are DataErrors naming the file
 
 
-def _check_answer_row(path: Path, number: int, row: Any) -> None:
+def _check_answer_row(path: Path, number: int, row: Any, require_prompt: bool) -> None:
     if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
         raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
                         expected='{"id": str, "prompt": [messages], "answer": str, ...}')
     prompt = row.get("prompt")
+    if prompt is None and not require_prompt:
+        return
     if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(m, dict)
                                                                                   for m in prompt))):
         raise DataError(f"record '{row['id']}' has no prompt messages", path=path, line=number,
                         expected="'prompt': [{'role': 'user', 'content': ...}]")
 
 
-def read_answers(path: str | Path, *, strict: bool = True) -> list[AnswerRecord]:
+def read_answers(path: str | Path, *, strict: bool = True, require_prompt: bool = True) -> list[AnswerRecord]:
     """answers.jsonl in file order (a UTF-8 BOM tolerated). strict: a bad row, a duplicate id or an empty file is
-    a DataError naming file and line; not strict (resuming a work file): bad rows are skipped, later lines win."""
+    a DataError naming file and line; not strict (resuming a work file): bad rows are skipped, later lines win.
+    The judge needs every prompt; the report can show answers without one (require_prompt=False)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("answers file not found", path=path)
@@ -320,7 +324,7 @@ def read_answers(path: str | Path, *, strict: bool = True) -> list[AnswerRecord]
     lines: dict[str, int] = {}
     for number, row in iter_jsonl(path, read_utf8(path), expected=expected):
         try:
-            _check_answer_row(path, number, row)
+            _check_answer_row(path, number, row, require_prompt)
             record = validated(AnswerRecord, row, path=path, line=number, what="answer record", expected=expected)
         except DataError:
             if strict:
@@ -424,11 +428,28 @@ DOCS_END = "<!-- records: end -->"
 
 
 def _type_name(annotation: Any) -> str:
-    import re
+    """A field's type as people read it: `float (0..100)`, `int (>= 0) | null`, `"a" | "b"`."""
+    return _type_text(annotation).replace("|", "\\|")
 
-    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", str(annotation))
-    text = re.sub(r"\b(?:typing|__main__|rualign\.records)\.", "", text).replace("NoneType", "null")
-    return text.replace("|", "\\|")
+
+def _type_text(annotation: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Annotated:
+        bounds = [f"{op} {getattr(m, attr)}" for m in args[1].metadata if not isinstance(args[1], type)
+                  for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, attr)]
+        return _type_text(args[0]) + (f" ({', '.join(bounds)})" if bounds else "")
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
 def _default(info: Any) -> str:

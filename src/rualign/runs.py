@@ -223,7 +223,8 @@ class Manifest(BaseModel):
     config_hash: str
     finished_at: str | None = None
     versions: dict[str, str] = Field(default_factory=dict, description="python and package versions")
-    files: dict[str, Any] | None = Field(None, description="{name: {sha256, bytes}} of the files it vouches for")
+    files: dict[str, Any] | list[str] | None = Field(
+        None, description="{name: {sha256, bytes}} of the files it vouches for (some stages: just their names)")
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -273,7 +274,7 @@ def files_problem(folder: str | Path, manifest: Manifest) -> str | None:
     """Why the files a manifest vouches for are not the ones it was written for (None: intact, or a
     manifest from before `files` existed). Size first, so a truncated file costs no hashing."""
     files = manifest.files
-    if files is None:
+    if not isinstance(files, dict):
         return None
     folder = Path(folder)
     for name, entry in files.items():

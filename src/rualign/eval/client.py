@@ -13,7 +13,9 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 import httpx

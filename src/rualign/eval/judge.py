@@ -30,6 +30,7 @@ from rualign.eval.judge_backends import backend_factory, checked_value, request_
 from rualign.eval.schema import JudgeConfig
 from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, Judgment, Score, read_answers, read_score,
                              write_judgments, write_score)
+from rualign.textio import read_utf8
 from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_manifest
 
 log = logging.getLogger(__name__)

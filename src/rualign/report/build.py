@@ -73,7 +73,7 @@ def _load_references(folder: Path, meta: RunInfo, run: Run) -> None:
     if not path.is_file():
         run.notes.append(f"reference answers not found at {path}: reference texts are not shown")
         return
-    run.references = {row.id: row for row in read_answers(path)}
+    run.references = {row.id: row for row in read_answers(path, require_prompt=False)}
 
 
 def load_run(folder: str | Path) -> Run:
@@ -82,7 +82,7 @@ def load_run(folder: str | Path) -> Run:
     _check_run_folder(folder)
     meta = read_run_info(folder / "run.json")
     run = Run(folder=folder, name=meta.name or folder.name, description=meta.description, stages=meta.stages,
-              answers=read_answers(folder / "answers.jsonl"), score=_load_score(folder),
+              answers=read_answers(folder / "answers.jsonl", require_prompt=False), score=_load_score(folder),
               judgments=_load_judgments(folder))
     if run.score is None:
         run.notes.append("not judged: judge/score.json is missing")
