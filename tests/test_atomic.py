@@ -153,7 +153,7 @@ def test_data_stage_disk_full_is_a_clear_error_and_nothing_is_trusted(recipe_dir
     # train.jsonl now holds b's rows, so no manifest may vouch for the folder: not a's (stale), not b's.
     manifest = read_manifest(out)
     if (out / "train.jsonl").read_bytes() != good["train.jsonl"]:
-        assert manifest is None or manifest["config_hash"] != hash_a, \
+        assert manifest is None or manifest.config_hash != hash_a, \
             "a's manifest still vouches for a folder whose train.jsonl is b's"
     # Rerunning a must rebuild it, not reuse the half-replaced folder.
     assert main(["data", "a.yaml", "--out", str(out)]) == 0
@@ -198,4 +198,4 @@ def test_judge_crash_writing_score_leaves_no_trusted_output(tmp_path, monkeypatc
         assert "score.json" in err and "no space left on device" in err and "Traceback" not in err
         assert (out / "score.json").read_bytes() == old_score and leftovers(out) == []
         assert read_manifest(out) is None  # judgments.jsonl is the new run's: nothing vouches for the folder
-        assert main([*argv, "--seed", "7"]) == 0 and read_manifest(out)["stage"] == "judge"
+        assert main([*argv, "--seed", "7"]) == 0 and read_manifest(out).stage == "judge"

@@ -9,12 +9,13 @@ import pytest
 
 from rualign.cli import main
 from rualign.errors import RualignError
-from rualign.eval.compare import compare_scores, load_score, sign_flip_p_value
+from rualign.eval.compare import compare_scores, sign_flip_p_value
+from rualign.records import Score, read_score as load_score
 
 
-def _score(values: dict[str, float | None], judge="j") -> dict:
-    return {"score": None, "judge": {"name": judge},
-            "per_prompt": [{"id": k, "category": None, "value": v} for k, v in values.items()]}
+def _score(values: dict[str, float | None], judge="j") -> Score:
+    return Score(score=None, ci_low=None, ci_high=None, n=len(values), judge={"name": judge},
+                 per_prompt=[{"id": k, "category": None, "value": v} for k, v in values.items()])
 
 
 def test_exact_difference_and_unpaired_ids_listed():
@@ -55,7 +56,7 @@ def test_sign_flip_p_value_is_uniform_under_the_null():
 def test_cli_compare_writes_json(tmp_path, capsys):
     for name, vals in (("a", {"x": 1.0, "y": 1.0, "z": 0.5}), ("b", {"x": 0.0, "y": 0.5, "w": 0.5})):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "score.json").write_text(json.dumps(_score(vals)), encoding="utf-8")
+        (tmp_path / name / "score.json").write_text(json.dumps(_score(vals).dump()), encoding="utf-8")
     out = tmp_path / "cmp.json"
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))

@@ -295,3 +295,19 @@ def test_memoised_token_count_equals_exact_encoding(default_model_dir):
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(300)]
     texts += ["Привет, мир! It's 2024: 3.14159 <|im_end|> конец", "  \n\n  ", "'ll 've 're", "x" * 5000]
     assert count_tokens(texts).tolist() == count_tokens(texts, exact=True).tolist()
+
+
+def test_formats_table_is_the_one_source_of_names_kinds_and_columns():
+    """data/schema.py's FORMATS tuple was dead and kinds lived in a second dict; now one FormatSpec table."""
+    import typing
+
+    from rualign.data.formats import FORMATS, RowError, normalise
+    from rualign.data.schema import Source
+
+    assert set(typing.get_args(Source.model_fields["format"].annotation)) == set(FORMATS)
+    row = {"prompt": "Вопрос?", "chosen": "Хороший ответ.", "rejected": "Плохой."}
+    assert normalise("preference", row)["kind"] == FORMATS["preference"].kind == "preference"
+    with pytest.raises(RowError, match="missing column 'label'"):
+        normalise("kto", {"prompt": "x", "completion": "y"})
+    for name, spec in FORMATS.items():
+        assert spec.kind in ("chat", "preference", "kto") and spec.columns, name

@@ -233,7 +233,7 @@ def test_records_follow_the_format_and_count_tokens(tmp_path, tiny_backend, coun
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     for record, prompt in zip(records, PROMPTS[:2]):
         assert set(record) == {"id", "prompt", "category", "answer", "answer_tokens", "tokenizer",
-                               "finish_reason", "generator", "params"}
+                               "finish_reason", "generator", "params", "version"}
         assert record["prompt"] == prompt["messages"] and record["category"] == prompt["category"]
         expected = len(tiny_backend.tokenizer(record["answer"], add_special_tokens=False)["input_ids"])
         assert record["answer_tokens"] == expected and 0 < expected <= 6
@@ -402,7 +402,7 @@ def test_openai_backend_missing_key_env_is_an_error(tmp_path, write_jsonl, monke
     assert main(["generate", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9",
                  "--api-key-env", "RUALIGN_ABSENT_KEY", "--prompts", str(prompts),
                  "--out", str(tmp_path / "a.jsonl")]) == 2
-    assert "RUALIGN_ABSENT_KEY is empty or unset" in capsys.readouterr().err
+    assert "the environment variable RUALIGN_ABSENT_KEY is not set" in capsys.readouterr().err
 
 
 def test_lora_adapter_is_applied_and_recorded(tmp_path, varied_model_dir, tiny_backend, counter):
@@ -450,7 +450,8 @@ def test_json_list_errors_name_the_row(tmp_path):
 
 
 def test_openai_failed_requests_keep_the_others_and_resume(tmp_path, echo_server, counter):
-    from rualign.eval.backends import GenParams, OpenAIBackend
+    from rualign.eval.backends import GenParams
+    from rualign.eval.endpoint import OpenAIBackend
     from rualign.eval.generate import generate_answers, work_path
 
     base, seen = echo_server
@@ -469,3 +470,65 @@ def test_openai_failed_requests_keep_the_others_and_resume(tmp_path, echo_server
     assert summary.reused == 2 and summary.generated == 1 and len(seen) == 1
     answers = [json.loads(line)["answer"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert answers == ["echo: первый", "echo: второй", "echo: третий"]
+
+
+def test_generate_flags_are_the_schema_defaults_and_agree_with_rualign_run():
+    """One settings source: every `rualign generate` flag defaults to gen_config.Generation's field, which is
+    also `eval.generation` of `rualign run` (bf16 was `auto` in run and `off` in generate)."""
+    import argparse
+
+    from rualign.eval import gen_cli
+    from rualign.eval.gen_config import Generation
+    from rualign.pipeline.schema import Evaluation
+
+    parser = argparse.ArgumentParser()
+    gen_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["generate", "--model", "m", "--prompts", "p", "--out", "o"])
+    for name in gen_cli.GENERATION_FLAGS:
+        assert getattr(args, name) == Generation.model_fields[name].default, name
+    assert set(gen_cli.GENERATION_FLAGS) == set(Generation.model_fields)  # no setting only one of them has
+    assert Evaluation.model_fields["generation"].default_factory is Generation
+    assert Generation().bf16 == args.bf16 == "off"
+
+
+def test_cli_setting_errors_name_the_flag(tmp_path, write_jsonl, capsys):
+    good = write_jsonl("g.jsonl", [{"id": "a", "prompt": "x"}])
+    assert main(["generate", "--model", "m", "--batch-size", "0", "--prompts", str(good),
+                 "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert "command line: --batch-size: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_one_backend_factory_applies_the_vllm_batch_rule_and_trust_remote_code(monkeypatch):
+    """gen_cli and pipeline/execute built backends differently: only one applied vLLM's batch floor and
+    neither passed trust_remote_code. Both now call make_generation_backend."""
+    from rualign.eval import backends
+    from rualign.eval.gen_config import VLLM_MIN_BATCH, Generation, make_generation_backend
+
+    made = {}
+    monkeypatch.setattr(backends, "VLLMBackend", lambda model, **kw: made.setdefault("vllm", kw))
+    monkeypatch.setattr(backends, "HFBackend", lambda model, **kw: made.setdefault("hf", kw))
+    make_generation_backend(Generation(backend="vllm", batch_size=8), "m", trust_remote_code=True)
+    assert made["vllm"]["batch_size"] == VLLM_MIN_BATCH and made["vllm"]["trust_remote_code"] is True
+    make_generation_backend(Generation(batch_size=3, bf16="on", threads=1), "m", chat_template="chatml_no_system")
+    assert made["hf"] == {"adapter": None, "chat_template": "chatml_no_system", "trust_remote_code": False,
+                          "batch_size": 3, "bf16": "on", "threads": 1}
+    with pytest.raises(RualignError, match="--adapter is not supported by the openai backend"):
+        make_generation_backend(Generation(backend="openai", base_url="http://127.0.0.1:9"), "m", adapter="a")
+
+
+def test_batch_size_is_in_the_cache_key_when_bf16_can_change_answers(varied_model_dir, tmp_path):
+    """Under bf16 batched decoding greedy output depends on the batch, so answers made with another batch size
+    must not be reused; in fp32 it does not (test above), so there the key leaves it out."""
+    from rualign.eval.backends import GenParams, HFBackend
+    from rualign.eval.gen_config import Generation
+    from rualign.eval.generate import params_record
+
+    fp32 = HFBackend(str(varied_model_dir), chat_template="chatml_no_system", batch_size=2, bf16="off")
+    assert "batch_size" not in params_record(fp32, GenParams())
+    bf16 = HFBackend(str(varied_model_dir), chat_template="chatml_no_system", batch_size=2, bf16="on")
+    assert params_record(bf16, GenParams())["batch_size"] == 2
+    # The plan keys answers the same way, before any model is loaded (hf: always, it cannot see the device).
+    assert Generation(batch_size=2).output_key() != Generation(batch_size=3).output_key()
+    openai = dict(backend="openai", base_url="http://u:p@127.0.0.1:9")
+    assert Generation(**openai, batch_size=2).output_key() == Generation(**openai, batch_size=3).output_key()
+    assert "u:p" not in json.dumps(Generation(**openai).output_key())

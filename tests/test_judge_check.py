@@ -14,6 +14,7 @@ from rualign.cli import main
 from rualign.eval import judge as judge_mod
 from rualign.eval import judge_card
 from rualign.eval.judge_check import load_gold
+from rualign.records import Judgment
 
 _ANSWER = re.compile(r"\[Ответ ([AB])\]\n(.*?)\n\n\[Конец ответа \1\]", re.DOTALL)
 
@@ -125,7 +126,7 @@ def test_card_on_handmade_rows():
                                                                    "preference": 0.5},
             {"id": "b", "order": "model_first", "preference": 0.0, "error": None},
             {"id": "b", "order": "reference_first", "preference": None, "error": "api: down"}]
-    card = judge_card.build_card(rows, pairs)
+    card = judge_card.build_card([Judgment(**row) for row in rows], pairs)
     assert card["accuracy"] == pytest.approx(0.375) and card["n"] == 2 and card["failed_pairs"] == 0
     assert card["first_slot_rate"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
     assert card["tie_rate"] == pytest.approx(1 / 3, abs=1e-4) and card["order_flip_rate"] == 0.0

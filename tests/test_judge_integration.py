@@ -55,7 +55,7 @@ def test_llamacpp_default_logprob_end_to_end(tmp_path):
     cfg = parse_judge_spec("llamacpp:default").model_copy(update={"cache": str(tmp_path / "c.sqlite"),
                                                                    "concurrency": 1})
     started = time.monotonic()
-    score = run_judge(answers, reference, cfg, tmp_path / "out")
+    score = run_judge(answers, reference, cfg, tmp_path / "out").dump()
     elapsed = time.monotonic() - started
     rows = [json.loads(line) for line in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     _check_logprob_run(rows, score)
@@ -90,7 +90,7 @@ def test_llamacpp_server_stopped_on_exception(tmp_path):
 def test_local_default_logprob_end_to_end(tmp_path, default_model_dir):
     answers, reference = _write(tmp_path, "a.jsonl", True), _write(tmp_path, "r.jsonl", False)
     cfg = parse_judge_spec("local:default").model_copy(update={"cache": str(tmp_path / "c.sqlite")})
-    score = run_judge(answers, reference, cfg, tmp_path / "out")
+    score = run_judge(answers, reference, cfg, tmp_path / "out").dump()
     rows = [json.loads(line) for line in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     _check_logprob_run(rows, score)
     assert score["judge"]["name"] == "local:default"

@@ -18,6 +18,7 @@ from fault_server import FAIL_MARKER, UNPARSEABLE_MARKER, LETTER_PROBS, FaultSer
 
 from rualign.cli import main
 from rualign.errors import RualignError
+from rualign.eval.endpoint import endpoint_key
 from rualign.eval.judge import build_jobs, call_key, load_template, pair_answers, render, run_judge
 from rualign.eval.schema import JudgeConfig, parse_judge_spec
 
@@ -64,7 +65,7 @@ def strip_cached(rows: list[dict]) -> list[dict]:
 def test_faulty_run_completes_with_verdicts_and_counted_failures(tmp_path, pair_files):
     answers, reference = pair_files(12, marker_ids={5: FAIL_MARKER})
     with FaultServer(fault_rate=0.3, seed=3) as server:
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
         ok = server.ok_counts()
         assert ok and max(ok.values()) == 1  # no call repeated after it succeeded
         failed_keys = [k for k, o in server.log if o == "500"]
@@ -96,10 +97,10 @@ def test_rerun_from_cache_makes_zero_http_calls(tmp_path, pair_files):
     answers, reference = pair_files(8)
     with FaultServer(fault_rate=0.3, seed=4) as server:
         cfg = fast_cfg(server, tmp_path)
-        first = run_judge(answers, reference, cfg, tmp_path / "a")
+        first = run_judge(answers, reference, cfg, tmp_path / "a").dump()
         before = server.requests()
         assert before >= 16
-        second = run_judge(answers, reference, cfg, tmp_path / "b")  # a fresh folder: only the cache helps
+        second = run_judge(answers, reference, cfg, tmp_path / "b").dump()  # a fresh folder: only the cache helps
         assert server.requests() == before
     assert all(r["cached"] for r in read_rows(tmp_path / "b"))
     assert not any(r["cached"] for r in read_rows(tmp_path / "a"))
@@ -129,7 +130,7 @@ def test_pairing_errors_name_both_files_and_ids(tmp_path, write_jsonl):
 def test_missing_logprobs_falls_back_to_verdict_with_one_warning(tmp_path, pair_files, caplog):
     answers, reference = pair_files(6)
     with FaultServer(fault_rate=0.0, logprobs=False) as server, caplog.at_level(logging.WARNING):
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
     warnings = [r for r in caplog.records if "no logprobs" in r.getMessage()]
     assert len(warnings) == 1
     rows = read_rows(tmp_path / "out")
@@ -255,7 +256,8 @@ def test_kill_9_then_rerun_repeats_no_finished_call(tmp_path, pair_files):
         server_key_of = {}
         for job in build_jobs(model, ref):
             messages = render(template, job.prompt, job.answer_a, job.answer_b, "logprob")
-            server_key_of[call_key("openai:fault", cfg, template, job, "logprob", messages)] = request_key(messages)
+            identity = f"openai:fault@{endpoint_key(server.base_url)}"  # the model AND its endpoint
+            server_key_of[call_key(identity, cfg, template, job, "logprob", messages)] = request_key(messages)
         assert set(server_key_of) >= finished
         assert not rerun_keys & {server_key_of[k] for k in finished}
         assert len(rerun_keys) == 60 - len(finished)
@@ -289,7 +291,7 @@ def test_identical_answers_are_ties_without_judge_calls(tmp_path, write_jsonl):
         reference[i]["answer"] = f"  {model[i]['answer']}\n"
     answers, ref = write_jsonl("answers.jsonl", model), write_jsonl("reference.jsonl", reference)
     with FaultServer(fault_rate=0.0) as server:
-        score = run_judge(answers, ref, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, ref, fast_cfg(server, tmp_path), tmp_path / "out").dump()
         assert server.requests() == 8  # 4 judged prompts x 2 orders; p1 and p4 never reach the judge
     rows = read_rows(tmp_path / "out")
     assert len(rows) == 12
@@ -317,7 +319,7 @@ def test_all_identical_answers_start_no_judge(tmp_path, write_jsonl, capsys):
     # Nothing listens on this address: any attempt to judge would fail the run with api errors.
     with FaultServer() as server:
         base_url = server.base_url
-    score = run_judge(answers, ref, fast_cfg(server, tmp_path, base_url=base_url, max_retries=0), tmp_path / "out")
+    score = run_judge(answers, ref, fast_cfg(server, tmp_path, base_url=base_url, max_retries=0), tmp_path / "out").dump()
     assert score["score"] == 50.0 and score["n"] == 3 and score["ties"] == 3 and score["failures"]["count"] == 0
     assert score["identical_pairs"]["count"] == 3 and score["judge"]["mode"] == "identical"
     assert score["order_flip_rate"] is None and score["first_slot_win_rate"] is None
@@ -328,3 +330,26 @@ def test_all_identical_answers_start_no_judge(tmp_path, write_jsonl, capsys):
                  "--cache", str(tmp_path / "cli.sqlite"), "--out", str(tmp_path / "cli")])
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and "score 50.0" in out and "3 prompt(s) with the same answer as the reference" in out
+
+
+def test_two_endpoints_serving_the_same_model_name_never_share_cached_verdicts(pair_files, tmp_path):
+    """Issue 16: the cache key named the judge by model only, so a second judge at another base_url was answered
+    from the first judge's cache and its score.json reported the first judge's verdicts."""
+    answers, reference = pair_files(4)
+    with FaultServer(fault_rate=0.0) as first, FaultServer(fault_rate=0.0, logprobs=False) as second:
+        run_judge(answers, reference, fast_cfg(first, tmp_path), tmp_path / "a")
+        score = run_judge(answers, reference, fast_cfg(second, tmp_path), tmp_path / "b").dump()
+        assert second.requests() > 0  # asked, not answered from the first server's cache entries
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["client"]["cache_hits"] == 0
+    # The second server gives no logprobs: its verdicts are parsed ones, as its own score.json says.
+    assert score["judge"]["mode"] == "verdict" and {r["mode"] for r in read_rows(tmp_path / "b")} == {"verdict"}
+
+
+def test_credentials_in_base_url_reach_no_key_and_no_file(pair_files, tmp_path):
+    plain = JudgeConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
+    secret = JudgeConfig(backend="openai", base_url="http://user:s3cret@127.0.0.1:9/v1/", model="m")
+    assert secret.judge_key() == plain.judge_key()  # the same server, whatever the password
+    assert "s3cret" not in json.dumps(secret.public()) and "s3cret" not in secret.display_name()
+    other = JudgeConfig(backend="openai", base_url="http://127.0.0.1:10/v1", model="m")
+    assert other.judge_key() != plain.judge_key()

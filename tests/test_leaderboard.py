@@ -120,8 +120,9 @@ def test_tokenizer_identity_rules():
     assert tokenizer_id.same("default", "default@sha256:bb")  # an old file carries only the name
     assert not tokenizer_id.same("default", "Qwen/Qwen2.5-7B")
     with pytest.raises(Exception, match="Qwen"):
-        tokenizer_id.check_same("a.jsonl", [{"tokenizer": "default"}], "b.jsonl", [{"tokenizer": "Qwen/Qwen2.5-7B"}])
-    assert tokenizer_id.check_same("a", [{}], "b", [{}]) is None
+        tokenizer_id.check_same("a.jsonl", [_answer(tokenizer="default")], "b.jsonl",
+                                [_answer(tokenizer="Qwen/Qwen2.5-7B")])
+    assert tokenizer_id.check_same("a", [_answer()], "b", [_answer()]) is None
 
 
 def test_yaml_entry_needs_answers_and_judgments(tmp_path, capsys):
@@ -129,3 +130,9 @@ def test_yaml_entry_needs_answers_and_judgments(tmp_path, capsys):
     path.write_text("reference: ref.jsonl\nruns:\n  - name: x\n    answers: a.jsonl\n", encoding="utf-8")
     assert main(["leaderboard", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "judgments" in capsys.readouterr().err
+
+
+def _answer(**fields):
+    from rualign.records import AnswerRecord
+
+    return AnswerRecord(id="q", prompt="x", answer="y", **fields)

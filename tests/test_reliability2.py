@@ -40,7 +40,7 @@ def test_data_manifest_hashes_files_and_a_truncated_train_jsonl_is_refused(tmp_p
         {"name": "ss", "format": "saiga_scored", "path": "bundled:saiga_scored", "sample": {"count": 6}}]})
     out = tmp_path / "data"
     manifest = run_recipe(recipe, out)
-    files = read_manifest(out)["files"]
+    files = read_manifest(out).files
     assert files["train.jsonl"]["sha256"] == sha256_file(out / "train.jsonl") and len(files["train.jsonl"]["sha256"]) == 64
     stage = StageConfig.model_validate({"name": "s", "method": "sft", "data": str(out)})
     load_stage_data(stage, get_method("sft"), tmp_path)  # intact: accepted
@@ -227,7 +227,7 @@ def test_usage_lots_is_counted_as_zero_and_judged(tmp_path, write_jsonl):
     answers = write_jsonl("answers.jsonl", answer_rows(2, model=True))
     reference = write_jsonl("reference.jsonl", answer_rows(2, model=False))
     with OddServer("usage") as server:
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
     assert score["n"] == 2 and score["failures"]["count"] == 0
 
 
@@ -240,7 +240,7 @@ def test_logprob_1000_is_a_failure_and_never_cached(tmp_path, write_jsonl):
     answers = write_jsonl("answers.jsonl", answer_rows(2, model=True))
     reference = write_jsonl("reference.jsonl", answer_rows(2, model=False))
     with OddServer("logprob") as server:
-        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out")
+        score = run_judge(answers, reference, fast_cfg(server, tmp_path), tmp_path / "out").dump()
     assert score["n"] == 0 and score["failures"]["count"] == 2  # both prompts, each order failed
     assert "malformed judge response" in json.dumps(score["failures"])
     with JudgeCache(tmp_path / "cache.sqlite") as cache:
@@ -313,7 +313,7 @@ def test_connection_refused_on_loopback_fails_fast(tmp_path, write_jsonl, capsys
     reference = write_jsonl("reference.jsonl", answer_rows(2, model=False))
     cfg = JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", cache=str(tmp_path / "c.sqlite"))
     started = time.monotonic()
-    score = run_judge(answers, reference, cfg, tmp_path / "out")
+    score = run_judge(answers, reference, cfg, tmp_path / "out").dump()
     assert time.monotonic() - started < 10  # was 7 attempts over ~45 s
     assert score["n"] == 0 and "nothing listens" in json.dumps(score["failures"])
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -373,14 +373,14 @@ def test_binary_or_utf16_file_is_named_as_such(tmp_path, capsys, kind, expected)
 
 
 def test_sharegpt_keys_are_shown(tmp_path):
-    from rualign.data.sources import RowError, normalise
+    from rualign.data.formats import RowError, normalise
 
     with pytest.raises(RowError, match=r"has keys \['from', 'value'\].*rename from -> role"):
         normalise("chat", {"messages": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]})
 
 
 def test_conversation_starting_with_the_assistant_is_named_as_such():
-    from rualign.data.sources import RowError, normalise
+    from rualign.data.formats import RowError, normalise
     from rualign.train.masks import assistant_char_spans
 
     messages = [{"role": "assistant", "content": "Здравствуйте"}, {"role": "user", "content": "Привет"},

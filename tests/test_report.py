@@ -184,9 +184,9 @@ def test_browser_outcomes_match_score_json_counts(report):
         if run.score is None:
             assert set(outcomes) == {"not judged"}
             continue
-        assert outcomes.count("win") == run.score["wins"] and outcomes.count("loss") == run.score["losses"]
-        assert outcomes.count("tie") == run.score["ties"]
-        assert outcomes.count("failure") == run.score["failures"]["count"]
+        assert outcomes.count("win") == run.score.wins and outcomes.count("loss") == run.score.losses
+        assert outcomes.count("tie") == run.score.ties
+        assert outcomes.count("failure") == run.score.failures.count
     first = data["items"][0]
     assert [v["order"] for v in first["verdicts"]] == ["model_first", "reference_first"]
     assert data["strings"][first["reference"]].startswith("Эталон")
@@ -211,6 +211,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def test_identical_pairs_are_counted_in_csv_diagnostics_and_notes(tmp_path):
     from rualign.eval.stats import compute_score
+    from rualign.records import Judgment, read_answers, read_score, write_score
 
     run_dirs = write_fake_runs(tmp_path / "runs")
     folder = run_dirs[1]  # sft-simpo: make p4's answer equal to the reference, as the judge stage records it
@@ -221,11 +222,11 @@ def test_identical_pairs_are_counted_in_csv_diagnostics_and_notes(tmp_path):
                        usage={"prompt_tokens": 0, "completion_tokens": 0})
     (folder / "judge" / "judgments.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judgments), encoding="utf-8")
-    answers = {r["id"]: r for r in _read_jsonl(folder / "answers.jsonl")}
-    refs = {r["id"]: r for r in _read_jsonl(tmp_path / "runs" / "reference" / "answers.jsonl")}
-    score = json.loads((folder / "judge" / "score.json").read_text(encoding="utf-8"))
-    score = {**compute_score(judgments, answers, refs, target=540, n_boot=300), "judge": score["judge"]}
-    (folder / "judge" / "score.json").write_text(json.dumps(score, ensure_ascii=False), encoding="utf-8")
+    answers = {r.id: r for r in read_answers(folder / "answers.jsonl")}
+    refs = {r.id: r for r in read_answers(tmp_path / "runs" / "reference" / "answers.jsonl")}
+    judge = read_score(folder / "judge").judge
+    score = compute_score([Judgment(**j) for j in judgments], answers, refs, target=540, n_boot=300)
+    write_score(folder / "judge" / "score.json", score.model_copy(update={"judge": judge}))
 
     result = build_report(run_dirs, tmp_path / "out")
     rows = _csv_rows(result["files"]["csv"])
@@ -238,3 +239,33 @@ def test_identical_pairs_are_counted_in_csv_diagnostics_and_notes(tmp_path):
     data = browser_data(load_runs(run_dirs))
     p4 = next(it for it in data["items"] if it["id"] == "p4" and data["runs"][it["run"]] == "sft-simpo")
     assert p4["outcome"] == "tie" and all(v["identical"] for v in p4["verdicts"])
+
+
+def test_every_score_field_reaches_results_csv_or_says_where_it_goes(report):
+    """A statistic added to Score is a results.csv column (records.shown) or names where it goes instead
+    (records.elsewhere); nothing is computed and silently never shown."""
+    from rualign.records import IdList, Score, read_score
+
+    rows = _csv_rows(report["result"]["files"]["csv"])
+    for name, info in Score.model_fields.items():
+        where = (info.json_schema_extra or {}).get("report")
+        assert where, f"Score.{name} declares neither shown() nor elsewhere()"
+        if name == "version":
+            continue
+        if where == "csv":
+            for run_dir in report["runs"][:2]:
+                value = getattr(read_score(run_dir / "judge"), name)
+                value = value.count if isinstance(value, IdList) else value
+                cell = rows[run_dir.name][name]
+                assert cell == ("" if value is None else str(value)), (name, cell, value)
+
+
+def test_first_slot_win_rate_is_shown(report):
+    rows = _csv_rows(report["result"]["files"]["csv"])
+    score = json.loads((report["runs"][1] / "judge" / "score.json").read_text(encoding="utf-8"))
+    assert score["first_slot_win_rate"] is not None
+    assert float(rows["sft-simpo"]["first_slot_win_rate"]) == score["first_slot_win_rate"]
+    page = Path(report["result"]["files"]["html"]).read_text(encoding="utf-8")
+    diagnostics = re.search(r'<table id="diagnostics-table">.*?</table>', page, re.DOTALL).group(0)
+    assert "<th>first-slot win rate</th>" in diagnostics
+    assert f"{100 * score['first_slot_win_rate']:.1f}%" in diagnostics

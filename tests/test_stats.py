@@ -6,6 +6,16 @@ import numpy as np
 import pytest
 
 from rualign.eval.stats import bootstrap_ci, compute_score, fit_logistic, outcome
+from rualign.records import AnswerRecord, Judgment
+
+
+def _compute(judgments, model, reference, **kwargs):
+    """compute_score on records made from the short dicts below; returns score.json's content."""
+    def record(pid, fields):
+        return AnswerRecord(**{"id": pid, "prompt": [{"role": "user", "content": pid}], "answer": "", **fields})
+
+    return compute_score([Judgment(**j) for j in judgments], {k: record(k, v) for k, v in model.items()},
+                         {k: record(k, v) for k, v in reference.items()}, **kwargs).dump()
 
 
 def _j(pid, order, pref, error=None):
@@ -23,7 +33,7 @@ def _both(pid, mf, rf):
 def test_exact_win_rates_ties_count_half():
     judgments = (_both("w", 1.0, 1.0) + _both("t", 1.0, 0.0) + _both("l", 0.0, 0.0)
                  + _both("wt", 1.0, 0.5) + _both("tt", 0.5, 0.5))
-    result = compute_score(judgments, _answers(["w", "t", "l", "wt", "tt"]), _answers(["w", "t", "l", "wt", "tt"]))
+    result = _compute(judgments, _answers(["w", "t", "l", "wt", "tt"]), _answers(["w", "t", "l", "wt", "tt"]))
     # values: 1, .5, 0, .75, .5 -> mean .55
     assert result["score"] == pytest.approx(55.0)
     assert (result["wins"], result["ties"], result["losses"]) == (2, 2, 1)
@@ -41,7 +51,7 @@ def test_failures_are_listed_never_losses_and_partials_use_the_other_order():
                  + [_j("half", "model_first", None, "HTTP 500"), _j("half", "reference_first", 1.0)]
                  + [_j("dead", "model_first", None, "unparseable"), _j("dead", "reference_first", None, "timeout")])
     ids = ["ok", "half", "dead", "unjudged"]
-    result = compute_score(judgments, _answers(ids), _answers(ids))
+    result = _compute(judgments, _answers(ids), _answers(ids))
     assert result["score"] == pytest.approx(100.0)
     assert result["losses"] == 0 and result["wins"] == 2
     assert result["n"] == 2 and result["n_prompts"] == 4
@@ -59,7 +69,7 @@ def test_first_slot_win_rate_measures_position_bias():
     # The judge always prefers slot A: model wins model_first, loses reference_first.
     judgments = [row for i in range(10) for row in _both(f"p{i}", 1.0, 0.0)]
     ids = [f"p{i}" for i in range(10)]
-    result = compute_score(judgments, _answers(ids), _answers(ids))
+    result = _compute(judgments, _answers(ids), _answers(ids))
     assert result["first_slot_win_rate"] == pytest.approx(1.0)
     assert result["order_flip_rate"] == pytest.approx(1.0)
     assert result["score"] == pytest.approx(50.0)
@@ -71,7 +81,7 @@ def test_per_category_and_lengths():
              "c": {"category": "poetry", "answer_tokens": 500}}
     reference = {k: {"category": v["category"], "answer_tokens": 540} for k, v in model.items()}
     judgments = _both("a", 1.0, 1.0) + _both("b", 0.0, 0.0) + _both("c", 1.0, 0.5)
-    result = compute_score(judgments, model, reference, target=540)
+    result = _compute(judgments, model, reference, target=540)
     assert result["per_category"]["math"]["score"] == pytest.approx(50.0)
     assert result["per_category"]["math"]["n"] == 2
     assert result["per_category"]["poetry"] == {"score": 75.0, "ci_low": 75.0, "ci_high": 75.0, "n": 1}
@@ -107,8 +117,8 @@ def test_bootstrap_is_seeded_and_over_prompts():
     rng_values = np.random.default_rng(0).random(50)
     judgments = [row for i, v in enumerate(rng_values) for row in _both(f"p{i}", float(v), float(v))]
     ids = [f"p{i}" for i in range(50)]
-    first = compute_score(judgments, _answers(ids), _answers(ids), seed=7)
-    again = compute_score(judgments, _answers(ids), _answers(ids), seed=7)
+    first = _compute(judgments, _answers(ids), _answers(ids), seed=7)
+    again = _compute(judgments, _answers(ids), _answers(ids), seed=7)
     assert (first["ci_low"], first["ci_high"]) == (again["ci_low"], again["ci_high"])
     # CI width of a mean of 50 prompts (not of 100 rows): about 2 * 1.96 * sd / sqrt(50)
     expected = 2 * 1.96 * rng_values.std() / np.sqrt(50) * 100
@@ -138,7 +148,7 @@ def test_length_control_recovers_unbiased_win_rate():
     for seed in range(5):
         judgments, model, ref = _simulate(1000, quality_logit=0.0, length_effect=2.0, position_effect=0.4,
                                           model_mean=750, ref_mean=450, seed=seed)
-        result = compute_score(judgments, model, ref, n_boot=200)
+        result = _compute(judgments, model, ref, n_boot=200)
         assert result["score"] > 70  # the length-biased judge inflates the raw score
         assert abs(result["lc_score"] - 50.0) < 8  # one run: the LC estimate is noisier than the raw one
         assert result["lc_warning"] is not None and "length" in result["lc_warning"]
@@ -151,7 +161,7 @@ def test_length_control_recovers_unbiased_win_rate():
 def test_length_control_keeps_a_real_quality_difference():
     judgments, model, ref = _simulate(600, quality_logit=1.0, length_effect=0.0, position_effect=0.0,
                                       model_mean=500, ref_mean=500, seed=4)
-    result = compute_score(judgments, model, ref)
+    result = _compute(judgments, model, ref)
     assert abs(result["lc_score"] - result["score"]) < 3
     assert result["lc_warning"] is None
     assert result["score"] == pytest.approx(100 / (1 + np.exp(-1.0)), abs=4)
@@ -163,7 +173,7 @@ def test_reference_against_itself_is_fifty_with_ci_covering_fifty():
                                       model_mean=400, ref_mean=400, seed=5)
     for pid in model:
         ref[pid]["answer_tokens"] = model[pid]["answer_tokens"]
-    result = compute_score(judgments, model, ref)
+    result = _compute(judgments, model, ref)
     assert abs(result["score"] - 50.0) < 4
     assert result["ci_low"] <= 50.0 <= result["ci_high"]
     assert result["first_slot_win_rate"] == pytest.approx(0.70, abs=0.04)
@@ -180,7 +190,7 @@ def test_logistic_fit_recovers_coefficients():
 
 def test_all_failed_gives_no_score():
     judgments = [_j("a", "model_first", None, "x"), _j("a", "reference_first", None, "y")]
-    result = compute_score(judgments, _answers(["a"]), _answers(["a"]))
+    result = _compute(judgments, _answers(["a"]), _answers(["a"]))
     assert result["score"] is None and result["n"] == 0 and result["failures"]["count"] == 1
     assert result["tie_rate"] is None and result["lc_score"] is None
 
@@ -193,7 +203,7 @@ def test_identical_pairs_are_ties_outside_the_judge_diagnostics():
     # A judge that always prefers slot A: every judged prompt flips, slot A wins 0.9 of the time.
     judgments = _both("a", 0.9, 0.1) + _both("b", 0.9, 0.1) + _identical("same1") + _identical("same2")
     ids = ["a", "b", "same1", "same2"]
-    result = compute_score(judgments, _answers(ids), _answers(ids))
+    result = _compute(judgments, _answers(ids), _answers(ids))
     assert result["score"] == pytest.approx(50.0) and result["n"] == 4  # every value is ½
     assert (result["wins"], result["ties"], result["losses"]) == (0, 4, 0)
     assert result["identical_pairs"] == {"count": 2, "ids": ["same1", "same2"]}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from rualign.errors import RualignError
 from rualign.models import CHATML_NO_SYSTEM
+from rualign.train.methods import StageContext
 from rualign.train.masks import (build_sft_dataset, check_mask, ensure_pad_token, render_marked,
                                  tokenize_with_mask, trainable_runs)
 
@@ -89,13 +91,14 @@ def test_rows_truncated_to_no_assistant_tokens_are_dropped_and_counted(tokenizer
     long_user = {"role": "user", "content": "очень длинный вопрос " * 40}
     rows = [{"id": "short", "messages": CONVERSATION},
             {"id": "cut", "messages": [long_user, {"role": "assistant", "content": "Ответ."}]}]
-    ctx = SimpleNamespace(tokenizer=tokenizer, stage=SimpleNamespace(max_length=96), info={}, log=lambda _: None)
+    ctx = StageContext(config=None, stage=SimpleNamespace(max_length=96), tokenizer=tokenizer, model=None,
+                       start_model="", out_root=Path("."), precision="fp32", log=lambda _: None)
     dataset = build_sft_dataset(rows, ctx)
     assert len(dataset) == 1
-    assert ctx.info["rows"]["train"] == {"in": 2, "kept": 1, "truncated": 2, "dropped_no_trainable_tokens": 1,
-                                         "dropped_ids": ["cut"]}
+    assert ctx.rows["train"] == {"in": 2, "kept": 1, "truncated": 2, "dropped_no_trainable_tokens": 1,
+                                 "dropped_ids": ["cut"]}
+    assert "[[" in ctx.mask_example
     assert all(len(ids) <= 96 for ids in dataset["input_ids"])
-    ctx.info = {}
     with pytest.raises(RualignError, match="max_length"):
         build_sft_dataset(rows[1:], ctx)
 

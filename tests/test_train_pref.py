@@ -96,8 +96,15 @@ def test_loss_falls_on_a_memorisable_set(method, extra, tiny_model_dir, tmp_path
         assert not (tmp_path / "out" / "rm" / "samples.jsonl").exists()
 
 
+def _stage_ctx(stage, *, config=None, tokenizer=None):
+    from rualign.train.methods import StageContext
+
+    return StageContext(config=config, stage=stage, tokenizer=tokenizer, model=None, start_model="",
+                        out_root=Path("."), precision="fp32", log=lambda m: None)
+
+
 def _ctx(method: str):
-    return SimpleNamespace(stage=SimpleNamespace(name="s", method=method), info={}, log=lambda m: None)
+    return _stage_ctx(SimpleNamespace(name="s", method=method))
 
 
 def test_kto_unpairs_pairs_into_two_labelled_rows():
@@ -245,7 +252,7 @@ def test_a_policy_cannot_start_from_a_reward_model(tiny_model_dir, tmp_path):
 
     config = train_config(tiny_model_dir, [stage("rm", "rm", tmp_path),
                                            stage("rl", "rlhf", tmp_path, reward_model="rm")])
-    ctx = SimpleNamespace(config=config, stage=config.stages[1], info={}, log=lambda m: None)
+    ctx = _stage_ctx(config.stages[1], config=config)
     with pytest.raises(RualignError, match="'rl' \\(rlhf\\) would start from 'rm', a reward model"):
         build_prompt_dataset(pref_rows(1), ctx)
 
@@ -258,11 +265,10 @@ def test_rm_counts_pairs_longer_than_max_length_and_refuses_when_none_fit(tiny_m
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = pref_rows(3)
     rows[1]["chosen"][0]["content"] = "очень длинный ответ " * 60
-    ctx = SimpleNamespace(stage=SimpleNamespace(name="rm", method="rm", max_length=128), tokenizer=tokenizer,
-                          info={}, log=lambda m: None)
+    ctx = _stage_ctx(SimpleNamespace(name="rm", method="rm", max_length=128), tokenizer=tokenizer)
     dataset = build_rm_dataset(rows, ctx)
-    assert len(dataset) == 2 and ctx.info["rows"]["train"]["dropped_longer_than_max_length"] == 1
-    assert ctx.info["rows"]["train"]["dropped_ids"] == ["p1"]
+    assert len(dataset) == 2 and ctx.rows["train"]["dropped_longer_than_max_length"] == 1
+    assert ctx.rows["train"]["dropped_ids"] == ["p1"]
     whole = tokenizer.apply_chat_template(rows[0]["prompt"] + rows[0]["chosen"], tokenize=True, return_dict=True)
     assert dataset[0]["chosen_ids"] == list(whole["input_ids"]) and "не знаю" in tokenizer.decode(
         dataset[0]["rejected_ids"])

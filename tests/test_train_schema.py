@@ -97,3 +97,45 @@ def test_shipped_accelerate_configs_parse(name):
 
 def test_every_accelerate_config_is_covered():
     assert sorted(p.name for p in (ROOT / "configs" / "accelerate").glob("*.yaml")) == sorted(EXPECTED)
+
+
+def test_one_stage_key_for_plan_and_train():
+    """plan._COSMETIC and run.stage_key's own set were kept in sync by a comment; both now call
+    StageConfig.key_fields: cosmetic keys never change a key, anything that changes the model does."""
+    from rualign.train.schema import COSMETIC, StageConfig
+
+    base = {"name": "sft", "method": "sft", "data": "d"}
+    key = StageConfig.model_validate(base).key_fields()
+    assert StageConfig.model_validate({**base, "logging_steps": 3, "samples": 0}).key_fields() == key
+    assert StageConfig.model_validate({**base, "lr": 1e-3}).key_fields() != key
+    assert not COSMETIC & set(key) and "parent" not in key
+    assert "data" not in StageConfig.model_validate(base).key_fields(without=frozenset({"data"}))
+
+
+def test_method_keys_the_trl_config_lacks_are_an_error(tmp_path, monkeypatch):
+    """training_args used to drop a method kwarg the TRL config class does not have, silently."""
+    import dataclasses
+
+    from rualign.train import run as train_run
+    from rualign.train.methods import StageContext
+
+    @dataclasses.dataclass
+    class FakeConfig:
+        output_dir: str = ""
+        learning_rate: float = 0.0
+        beta: float = 0.0
+
+    config = TrainConfig.model_validate({"stages": [{"name": "dpo", "method": "dpo", "data": "d"}]})
+    stage = config.stage("dpo")
+    ctx = StageContext(config=config, stage=stage, tokenizer=None, model=None, start_model="m", out_root=tmp_path,
+                       precision="fp32")
+    spec = dataclasses.replace(METHODS["dpo"], trl_config="fake:Config", config_kwargs="fake:kwargs")
+    method_keys = {"beta": 0.2, "loss_type": "sigmoid"}
+    monkeypatch.setattr(train_run, "resolve", lambda ref: FakeConfig if ref == "fake:Config" else
+                        (lambda params, ctx: dict(method_keys)))
+    monkeypatch.setattr(type(spec), "config_class", lambda self: FakeConfig)
+    with pytest.raises(ConfigError, match=r"method 'dpo': loss_type not accepted by FakeConfig"):
+        train_run.training_args(spec, config, stage, ctx, tmp_path)
+    method_keys.pop("loss_type")
+    made = train_run.training_args(spec, config, stage, ctx, tmp_path)
+    assert made.beta == 0.2 and made.learning_rate == stage.lr  # common keys it lacks (max_length...) skipped

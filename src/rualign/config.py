@@ -30,30 +30,38 @@ class Strict(BaseModel):
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
-def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
-    """Follow a pydantic error location through the YAML node tree to the deepest existing node."""
-    for key in loc:
+def key_line(node: yaml.Node | None, loc: tuple[Any, ...], *, nearest: bool = False) -> int | None:
+    """The line of the key (or list item) at `loc` in a YAML node tree: the one YAML line locator.
+
+    When the file lacks `loc` (a missing key, a value from defaults): None, or with `nearest` the line of
+    the deepest part of `loc` it does have, so an error still points close to its cause.
+    """
+    def fallback() -> int | None:
+        return node.start_mark.line + 1 if nearest and node is not None else None
+
+    for index, key in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
-            if match is None:
-                key_node = next((k for k, _ in node.value if getattr(k, "value", None) == key), None)
-                return key_node or node
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+            if pair is None:
+                return fallback()
+            if index == len(loc) - 1:
+                return pair[0].start_mark.line + 1
+            node = pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
             node = node.value[key]
         else:
-            return node
-    return node
+            return fallback()
+    return node.start_mark.line + 1 if node is not None else None
 
 
-def _describe(error: dict) -> str:
+def describe_error(error: dict) -> str:
+    """One pydantic error as people read it: the dotted key and what is wrong with it."""
     loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    kind = error["type"]
-    if kind == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         return f"unknown key '{loc}'"
-    if kind == "missing":
+    if error["type"] == "missing":
         return f"missing required key '{loc}'"
-    return f"'{loc}': {error['msg']}"
+    return f"'{loc}': {error['msg'].removeprefix('Value error, ')}"
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -101,11 +109,10 @@ def validate(model: type[M], data: Any, path: str | Path, node: yaml.Node | None
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
-        found = _node_at(node, tuple(first["loc"])) if node is not None else None
-        line = found.start_mark.line + 1 if found is not None else None
-        message = _describe(first)
+        line = key_line(node, tuple(first["loc"]), nearest=True)
+        message = describe_error(first)
         if len(errors) > 1:
-            message += "; also: " + "; ".join(_describe(e) for e in errors[1:4])
+            message += "; also: " + "; ".join(describe_error(e) for e in errors[1:4])
         raise ConfigError(message, path=path, line=line) from exc
 
 
@@ -128,3 +135,45 @@ def resolve_relative(value: str, base: Path | None) -> str:
         return value
     candidate = Path(base).parent / value
     return str(candidate) if candidate.exists() else value
+
+
+def resolve(ref: str) -> Any:
+    """The object a "module:attribute" string names, imported on first use (tables name classes and builders
+    this way, so reading a config never imports torch, trl or a server)."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def add_flags(parser: Any, model: type[BaseModel], names: tuple[str, ...], *,
+              choices: dict[str, list[str]] | None = None) -> None:
+    """`--field-name` flags for schema fields (litgpt-style): type, choices, default and help come from the
+    field, so a CLI and a config file cannot disagree about a default."""
+    import types
+    import typing
+
+    for name in names:
+        info = model.model_fields[name]
+        union = typing.get_origin(info.annotation) in (typing.Union, types.UnionType)
+        kinds = [a for a in typing.get_args(info.annotation) if a is not type(None)] if union else [info.annotation]
+        literal = next((typing.get_args(k) for k in kinds if typing.get_origin(k) is typing.Literal), None)
+        kind = next((k for k in kinds if k in (int, float, str)), str)
+        options = (choices or {}).get(name) or (list(literal) if literal else None)
+        default = info.default
+        shown = "" if default is None else f" (default {default})"
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=options, default=default,
+                            help=(info.description or "") + shown)
+
+
+def from_flags(model: type[M], args: Any, names: tuple[str, ...], where: str = "command line") -> M:
+    """The schema model from flags made by add_flags (validated like a config file)."""
+    import re
+
+    try:
+        return validate(model, {name: getattr(args, name) for name in names}, where)
+    except ConfigError as exc:  # say it in flags: 'batch_size' -> --batch-size
+        exc.message = re.sub(r"'(" + "|".join(names) + r")'", lambda m: "--" + m.group(1).replace("_", "-"),
+                             exc.message)
+        exc.args = (exc.render(),)
+        raise

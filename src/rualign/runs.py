@@ -19,8 +19,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from rualign.errors import RualignError
-from rualign.textio import loads, read_utf8
+from rualign.textio import iter_jsonl, loads, read_utf8
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("rualign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "httpx")
@@ -192,21 +194,10 @@ def _truncate_torn_tail(path: Path) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file written by rualign; a malformed line is an error naming file and line."""
-    rows = []
+    """Read a JSONL file (UTF-8, a BOM tolerated, as every reader here); a malformed line is an error naming
+    file and line."""
     path = Path(path)
-    for number, line in enumerate(read_utf8(path).split("\n"), start=1):  # a binary file is named as such
-        if not line.strip():
-            continue
-        try:
-            rows.append(loads(line))
-        except json.JSONDecodeError as exc:
-            raise RualignError(f"malformed JSON: {exc.msg}", path=path, line=number,
-                               expected="one JSON object per line") from exc
-        except (ValueError, RecursionError) as exc:  # NaN/Infinity: never trusted as a number
-            raise RualignError(f"malformed JSON: {exc}", path=path, line=number,
-                               expected="one JSON object per line, finite numbers") from exc
-    return rows
+    return [row for _, row in iter_jsonl(path, read_utf8(path))]
 
 
 def package_versions() -> dict[str, str]:
@@ -219,34 +210,49 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(folder: str | Path, *, stage: str, config_hash: str, **fields: Any) -> dict:
+class Manifest(BaseModel):
+    """manifest.json, written last into every stage folder: its presence with a matching hash marks it finished.
+
+    The common fields are typed; each stage adds its own (counts, model_path, timings...), kept as extras and
+    read as attributes (`manifest.model_path`). `version` as in records.py: files without it are version 1.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    version: int = 1
+    stage: str
+    config_hash: str
+    finished_at: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict, description="python and package versions")
+    files: dict[str, Any] | list[str] | None = Field(
+        None, description="{name: {sha256, bytes}} of the files it vouches for (some stages: just their names)")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def write_manifest(folder: str | Path, *, stage: str, config_hash: str, **fields: Any) -> Manifest:
     """Write the manifest last: its presence with a matching hash marks the stage finished."""
-    manifest = {
-        "stage": stage,
-        "config_hash": config_hash,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": package_versions(),
-        **fields,
-    }
-    write_json(Path(folder) / MANIFEST, manifest)
+    manifest = Manifest(stage=stage, config_hash=config_hash,
+                        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        versions=package_versions(), **fields)
+    write_json(Path(folder) / MANIFEST, manifest.dump())
     return manifest
 
 
-def read_manifest(folder: str | Path) -> dict | None:
+def read_manifest(folder: str | Path) -> Manifest | None:
     path = Path(folder) / MANIFEST
     if not path.exists():
         return None
     try:
-        return loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError is a ValueError
+        return Manifest.model_validate(loads(path.read_text(encoding="utf-8-sig")))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError and ValidationError are ValueErrors
         return None  # an unreadable manifest means "not finished", never a trusted output
 
 
 def is_finished(folder: str | Path, config_hash: str) -> bool:
     """A manifest with this hash whose vouched-for files (if it lists any) are still intact."""
     manifest = read_manifest(folder)
-    return (manifest is not None and manifest.get("config_hash") == config_hash
-            and files_problem(folder, manifest) is None)
+    return manifest is not None and manifest.config_hash == config_hash and files_problem(folder, manifest) is None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -264,10 +270,10 @@ def files_record(folder: str | Path, names: Iterable[str]) -> dict[str, dict]:
             for name in names if (folder / name).is_file()}
 
 
-def files_problem(folder: str | Path, manifest: dict) -> str | None:
+def files_problem(folder: str | Path, manifest: Manifest) -> str | None:
     """Why the files a manifest vouches for are not the ones it was written for (None: intact, or a
     manifest from before `files` existed). Size first, so a truncated file costs no hashing."""
-    files = manifest.get("files")
+    files = manifest.files
     if not isinstance(files, dict):
         return None
     folder = Path(folder)
@@ -283,7 +289,7 @@ def files_problem(folder: str | Path, manifest: dict) -> str | None:
     return None
 
 
-def verify_files(folder: str | Path, manifest: dict) -> None:
+def verify_files(folder: str | Path, manifest: Manifest) -> None:
     """Refuse a folder whose files no longer match its manifest: a later stage never trusts them."""
     problem = files_problem(folder, manifest)
     if problem:

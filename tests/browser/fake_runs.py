@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from rualign.eval.stats import compute_score
+from rualign.records import AnswerRecord, JudgeInfo, Judgment, read_answers
 
 XSS_ANSWER = ('Ответ с разметкой: <script>alert(1)</script> и <img src=x onerror="alert(2)"> '
               '</script><b>не жирный</b> & "кавычки"')
@@ -109,10 +110,11 @@ def write_run(root: Path, name: str, reference: Path, *, relative_reference: boo
         (folder / "judge").mkdir(exist_ok=True)
         (folder / "judge" / "judgments.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in judgments), encoding="utf-8")
-        refs = {json.loads(line)["id"]: json.loads(line) for line in reference.read_text("utf-8").splitlines()}
-        score = compute_score(judgments, answers, refs, target=540, n_boot=300)
-        score["judge"] = judge
-        (folder / "judge" / "score.json").write_text(json.dumps(score, ensure_ascii=False), encoding="utf-8")
+        refs = {r.id: r for r in read_answers(reference)}
+        score = compute_score([Judgment(**j) for j in judgments],
+                              {pid: AnswerRecord(**row) for pid, row in answers.items()}, refs, target=540, n_boot=300)
+        score.judge = JudgeInfo(**judge)
+        (folder / "judge" / "score.json").write_text(json.dumps(score.dump(), ensure_ascii=False), encoding="utf-8")
     ref_path = Path("..") / "reference" / "answers.jsonl" if relative_reference else reference
     run = {"name": name, "description": spec["description"], "model": "fixture-base", "stages": spec["stages"],
            "reference_answers": str(ref_path), "target": 540, "judge": judge, "config_hash": "fixture"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rualign.records import DEFAULT_TARGET
+
 EPILOG = """\
 An experiment file holds one experiment or `experiments: [...]` sharing `defaults:`, and may `include:`
 other YAML files (deep-merged; the including file wins). Every stage is stored by content hash under
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def finish_report(folders, out, console, target: int = 540):
+def finish_report(folders, out, console, target: int = DEFAULT_TARGET):
     """Build <out>/report over the run folders and print the results table; returns build_report's result."""
     from pathlib import Path
 

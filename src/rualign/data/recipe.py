@@ -17,8 +17,8 @@ import numpy as np
 
 from rualign.data import filters as F
 from rualign.data.schema import Recipe, Source
-from rualign.data.sources import (RawRow, RowError, answers_of, bundled_path, check_columns, normalise,
-                                  prompt_of, read_rows)
+from rualign.data.formats import RowError, check_columns, normalise
+from rualign.data.sources import RawRow, answers_of, bundled_path, prompt_of, read_rows
 from rualign.data.tokens import count_tokens, length_stats
 from rualign.errors import DataError
 from rualign.paths import out_folder, refuse_overlap
@@ -247,9 +247,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = Fa
         refuse_overlap([s.path for s in recipe.sources], files=[Path(out_dir) / n for n in DATA_FILES])
     chash = config_hash(recipe)
     if out_dir is not None and not dry_run and not force and is_finished(out_dir, chash):
-        manifest = read_manifest(out_dir)
-        manifest["cached"] = True
-        return manifest
+        return {**read_manifest(out_dir).dump(), "cached": True}
     results: dict[str, SourceResult] = {}
     seen: dict[str, str] = {}
     with progress() as bar:
@@ -289,7 +287,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None, *, dry_run: bool = Fa
     write_jsonl(out / "val.jsonl", val)
     write_jsonl(out / "rejected.jsonl", [rej for r in results.values() for rej in r.rejected])
     files = files_record(out, DATA_FILES[:3])  # verified whenever a later stage reads this folder
-    return write_manifest(out, stage="data", config_hash=chash, files=files, **manifest)
+    return write_manifest(out, stage="data", config_hash=chash, files=files, **manifest).dump()
 
 
 def _check_counts(manifest: dict) -> None:

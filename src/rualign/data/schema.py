@@ -1,7 +1,7 @@
 """Recipe schema (what `rualign data` reads) and the canonical record kinds (what it writes).
 
 Canonical records are plain dicts (fast for 150k-row datasets) whose shape is documented in
-docs/formats.md; `RECORD_KINDS` says which kind each source format produces.
+docs/formats.md; data/formats.py's FORMATS table says which kind each source format produces.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from rualign.config import Seed, Strict
+from rualign.data.formats import FORMATS
 from rualign.paths import SafeName
 
-FORMATS = ("grandmaster", "saiga_scored", "saiga_preferences", "chat", "preference", "kto")
-RECORD_KINDS = {"grandmaster": "chat", "saiga_scored": "chat", "chat": "chat",
-                "saiga_preferences": "preference", "preference": "preference", "kto": "kto"}
+FormatName = Literal[tuple(FORMATS)]  # type: ignore[valid-type]  # the names of the FORMATS table
 
 
 class TokenWindow(Strict):
@@ -85,7 +84,7 @@ class Sample(Strict):
 
 class Source(Strict):
     name: SafeName
-    format: Literal["grandmaster", "saiga_scored", "saiga_preferences", "chat", "preference", "kto"]
+    format: FormatName
     path: str = Field(description="jsonl, json, parquet, a save_to_disk folder, hf:<id>, or bundled:<name>")
     split: str = "train"
     filters: Filters = Field(default_factory=Filters)
@@ -121,7 +120,7 @@ class Recipe(Strict):
         weighted = [s.name for s in self.sources if s.weight is not None]
         if weighted and self.total is None:
             raise ValueError(f"sources {weighted} have a mixture weight but the recipe sets no `total`")
-        kinds = {RECORD_KINDS[s.format] for s in self.sources}
+        kinds = {FORMATS[s.format].kind for s in self.sources}
         if len(kinds) > 1:
             raise ValueError(f"sources mix record kinds {sorted(kinds)}: one data folder holds one kind "
                              "(make one recipe per kind)")
@@ -153,4 +152,4 @@ class Recipe(Strict):
 
     @property
     def kind(self) -> str:
-        return RECORD_KINDS[self.sources[0].format]
+        return FORMATS[self.sources[0].format].kind

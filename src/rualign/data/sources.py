@@ -1,8 +1,7 @@
-"""Dataset adapters: read a source (file, folder, hub id, bundled sample) and normalise its rows.
+"""Dataset adapters: read a source (file, folder, hub id, bundled sample) as `RawRow(index, line, data)`.
 
-Reading yields `RawRow(index, line, data)`; `normalise(format, data)` turns one row into a canonical record
-or raises `RowError` with a reason, which the recipe turns into an error naming file and line, or a
-quarantined row, as the recipe chooses.
+Each row is then normalised by its format's row in data/formats.py (a canonical record, or `RowError` with a
+reason, which the recipe turns into an error naming file and line, or a quarantined row, as it chooses).
 """
 
 from __future__ import annotations
@@ -22,23 +21,6 @@ BUNDLED = {
     "saiga_preferences": "saiga_preferences.jsonl",
     "eval_prompts": "eval_prompts.json",
 }
-ROLE_ALIASES = {"bot": "assistant", "gpt": "assistant", "model": "assistant", "human": "user",
-                "assistant": "assistant", "user": "user", "system": "system"}
-# Columns each format cannot do without; a file lacking one fails up front, naming it and the format.
-REQUIRED_COLUMNS = {
-    "grandmaster": ("conversation",),
-    "saiga_scored": ("messages", "opus_score"),
-    "saiga_preferences": ("prompt", "chosen", "rejected"),
-    "chat": ("messages",),
-    "preference": ("prompt", "chosen", "rejected"),
-    "kto": ("prompt", "completion", "label"),
-}
-
-
-class RowError(Exception):
-    """One row cannot be used; the message is the reason recorded for it."""
-
-
 @dataclass(frozen=True)
 class RawRow:
     index: int          # 0-based row number in the source
@@ -144,100 +126,6 @@ def _read_hub(dataset_id: str, split: str) -> Iterator[RawRow]:
                              "and point `path` at the local copy") from exc
     for index, item in enumerate(dataset):
         yield RawRow(index, None, item)
-
-
-def check_columns(fmt: str, row: Any, path: str, line: int | None) -> None:
-    """The first row must carry the columns its format needs: a misnamed column is a file-level error."""
-    if not isinstance(row, dict):
-        raise DataError(f"row is a {type(row).__name__}", path=path, line=line, expected="a JSON object")
-    missing = [c for c in REQUIRED_COLUMNS[fmt] if c not in row]
-    if missing:
-        raise DataError(f"missing column(s) {missing} needed by format '{fmt}' (row has {sorted(row)[:12]})",
-                        path=path, line=line)
-
-
-def _messages(value: Any, field: str) -> list[dict]:
-    if isinstance(value, str):
-        value = [{"role": "user", "content": value}] if field == "prompt" else [
-            {"role": "assistant", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise RowError(f"'{field}' is not a non-empty list of messages")
-    out = []
-    for turn, message in enumerate(value):
-        if not isinstance(message, dict) or "content" not in message or "role" not in message:
-            found = (f"has keys {sorted(message)[:8]}" if isinstance(message, dict)
-                     else f"is a {type(message).__name__}")
-            hint = ("; ShareGPT-style from/value: rename from -> role, value -> content"
-                    if isinstance(message, dict) and {"from", "value"} <= set(message) else "")
-            raise RowError(f"'{field}'[{turn}] {found}, not a {{role, content}} message{hint}")
-        role = ROLE_ALIASES.get(str(message["role"]).lower())
-        if role is None:
-            raise RowError(f"'{field}'[{turn}] has unknown role '{message['role']}'")
-        content = message["content"]
-        if not isinstance(content, str):
-            raise RowError(f"'{field}'[{turn}] content is a {type(content).__name__}, not text")
-        if not content.strip():
-            raise RowError(f"'{field}'[{turn}] ({role}) is empty or whitespace")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _conversation(messages: list[dict]) -> list[dict]:
-    roles = [m["role"] for m in messages]
-    first = next((r for r in roles if r != "system"), None)
-    if first == "assistant":
-        raise RowError("conversation starts with an assistant turn (the first turn after any system message "
-                       "must be the user's)")
-    if "assistant" not in roles:
-        raise RowError("conversation has no assistant turn")
-    if roles[-1] != "assistant":
-        raise RowError("conversation ends on a user turn (nothing to learn from its last message)")
-    if "user" not in roles:
-        raise RowError("conversation has no user turn")
-    return messages
-
-
-def normalise(fmt: str, data: dict) -> dict:
-    """One raw row → a canonical record (without id/source/answer_tokens, which the recipe adds)."""
-    if fmt in ("grandmaster", "saiga_scored", "chat"):
-        column = "conversation" if fmt == "grandmaster" else "messages"
-        if column not in data:
-            raise RowError(f"missing column '{column}'")
-        messages = _conversation(_messages(data[column], column))
-        meta = {k: v for k, v in data.items() if k != column}
-        if fmt == "saiga_scored":
-            score = data.get("opus_score")
-            if not isinstance(score, (int, float)) or isinstance(score, bool):
-                raise RowError(f"opus_score is {score!r}, not a number")
-            if not 1 <= score <= 10:  # NaN fails this too: it would pass every min_score check
-                raise RowError(f"opus_score is {score!r}, outside 1-10")
-        return {"kind": "chat", "messages": messages, "meta": meta}
-    if fmt in ("saiga_preferences", "preference"):
-        for column in ("prompt", "chosen", "rejected"):
-            if column not in data:
-                raise RowError(f"missing column '{column}'")
-        prompt = _messages(data["prompt"], "prompt")
-        if prompt[-1]["role"] != "user":
-            raise RowError("prompt does not end with a user turn")
-        chosen, rejected = _messages(data["chosen"], "chosen"), _messages(data["rejected"], "rejected")
-        for name, answer in (("chosen", chosen), ("rejected", rejected)):
-            if len(answer) != 1 or answer[0]["role"] != "assistant":
-                raise RowError(f"'{name}' must be exactly one assistant message")
-        if chosen[0]["content"].strip() == rejected[0]["content"].strip():
-            raise RowError("chosen and rejected are identical")
-        meta = {k: v for k, v in data.items() if k not in ("prompt", "chosen", "rejected")}
-        return {"kind": "preference", "prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": meta}
-    if fmt == "kto":
-        for column in ("prompt", "completion", "label"):
-            if column not in data:
-                raise RowError(f"missing column '{column}'")
-        if not isinstance(data["label"], bool):
-            raise RowError(f"label is {data['label']!r}, expected true or false")
-        prompt = _messages(data["prompt"], "prompt")
-        completion = _messages(data["completion"], "completion")
-        meta = {k: v for k, v in data.items() if k not in ("prompt", "completion", "label")}
-        return {"kind": "kto", "prompt": prompt, "completion": completion, "label": data["label"], "meta": meta}
-    raise RowError(f"unknown format '{fmt}'")
 
 
 def answers_of(record: dict) -> list[str]:

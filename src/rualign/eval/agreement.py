@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rualign.errors import DataError, RualignError
-from rualign.runs import read_jsonl
+from rualign.records import RunInfo, read_judgments, read_run_info
 
 CLASSES = ("model", "reference", "tie")
 REVIEW_FORMAT = "rualign-review"
@@ -89,23 +89,14 @@ def judge_classes(run_dir: Path) -> tuple[str, dict[str, tuple[str, float]]]:
         raise RualignError("run folder has no judge/judgments.jsonl", path=run_dir,
                            expected="a judged run folder written by `rualign run`")
     meta_path = Path(run_dir) / "run.json"
-    from rualign.textio import read_json
-
-    meta = read_json(meta_path, expected="run.json") if meta_path.is_file() else {}
-    if not isinstance(meta, dict):
-        raise DataError("run.json is not a JSON object", path=meta_path)
+    meta = read_run_info(meta_path) if meta_path.is_file() else RunInfo()
     prefs: dict[str, list[float]] = {}
-    for number, row in enumerate(read_jsonl(path), start=1):
-        p = row.get("preference") if isinstance(row, dict) else None
-        if not isinstance(row, dict) or "id" not in row or (p is not None and (
-                isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1)):
-            raise DataError(f"judgment record {number} is {str(row)[:80]}", path=path,
-                            expected='{"id": ..., "preference": a number in [0, 1] or null, ...}')
-        if not row.get("error") and p is not None:
-            prefs.setdefault(str(row["id"]), []).append(float(p))
+    for row in read_judgments(path):
+        if not row.error and row.preference is not None:
+            prefs.setdefault(row.id, []).append(row.preference)
     side = {"win": "model", "loss": "reference", "tie": "tie"}
     classes = {pid: (side[outcome(float(np.mean(v)), TIE_EPS)], float(np.mean(v))) for pid, v in prefs.items()}
-    return str(meta.get("name") or Path(run_dir).name), classes
+    return meta.name or Path(run_dir).name, classes
 
 
 def compare(review: Path, run_dir: Path, *, run_name: str | None = None, n_boot: int = 2000, seed: int = 0) -> dict:

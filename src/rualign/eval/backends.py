@@ -1,31 +1,34 @@
 """Generation backends: transformers in-process (hf), any OpenAI-compatible endpoint (openai), vLLM (vllm).
 
-Each backend turns a batch of conversations into `Completion`s in the same order. The orchestration
+The openai backend (eval/endpoint.py) is shared with the judge. Each backend turns a batch of conversations into `Completion`s in the same order. The orchestration
 (resume, records, ordering, progress) lives in `generate.py` and is shared by all three.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 from rualign.errors import RualignError, require
-from rualign.redact import redact_url
+from rualign.eval.gen_config import Generation
 from rualign.runs import stable_hash
 
 log = logging.getLogger(__name__)
 
 
+_DEFAULTS = Generation.model_fields  # the one source of generation defaults
+
+
 @dataclass(frozen=True)
 class GenParams:
-    max_new_tokens: int = 1024
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
+    """The sampling part of gen_config.Generation, what a backend's generate() takes (same defaults)."""
+
+    max_new_tokens: int = _DEFAULTS["max_new_tokens"].default
+    temperature: float = _DEFAULTS["temperature"].default  # 0 = greedy
+    top_p: float = _DEFAULTS["top_p"].default
+    seed: int = _DEFAULTS["seed"].default
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -80,7 +83,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str, *, adapter: str | None = None, chat_template: str = "model",
-                 batch_size: int = 8, bf16: str = "off", threads: int | None = None):
+                 batch_size: int = 8, bf16: str = "off", threads: int | None = None, trust_remote_code: bool = False):
         import torch
 
         if threads:  # on a shared CPU, fewer OpenMP threads than cores avoids spin-wait collapse (measured 30x)
@@ -93,11 +96,12 @@ class HFBackend:
         if bf16 not in ("auto", "on", "off"):
             raise RualignError(f"unknown bf16 setting '{bf16}'", path="--bf16", expected="auto, on or off")
         # A visible GPU is used with bf16 weights (the usual inference setup); on CPU weights stay fp32 and
-        # bf16 is at most an autocast, off by default (see gen_cli for why).
+        # bf16 is at most an autocast, off by default (see gen_config.Generation.bf16 for why).
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         cuda_bf16 = self.device == "cuda" and torch.cuda.is_bf16_supported()
-        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
-        self.lm = load_model(model, adapter=adapter, dtype=torch.bfloat16 if cuda_bf16 else None)
+        self.tokenizer = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
+        self.lm = load_model(model, adapter=adapter, dtype=torch.bfloat16 if cuda_bf16 else None,
+                             trust_remote_code=trust_remote_code)
         if adapter:  # merged once for inference: no per-token LoRA matmuls (merged == base+adapter, tested)
             self.lm = self.lm.merge_and_unload()
         self.lm = self.lm.to(self.device).eval()
@@ -135,8 +139,14 @@ class HFBackend:
         return min(self.stop_ids)
 
     def settings(self) -> dict[str, Any]:
-        return {"chat_template": self.chat_template, "device": self.device, "dtype": self.dtype,
-                "autocast": "bf16" if self.autocast else None}
+        """What can change an answer besides GenParams (the answers cache key). Batched decoding in bf16
+        (autocast or bf16 weights) changes greedy output with the batch, so batch_size counts then; in
+        fp32 it does not (tested) and is left out."""
+        settings = {"chat_template": self.chat_template, "device": self.device, "dtype": self.dtype,
+                    "autocast": "bf16" if self.autocast else None}
+        if self.autocast or self.dtype != "float32":
+            settings["batch_size"] = self.batch_size
+        return settings
 
     def encode(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -235,66 +245,13 @@ class HFBackend:
         return Completion(text=text.strip(), finish_reason=finish, completion_tokens=len(tokens))
 
 
-class OpenAIBackend:
-    """Any OpenAI-compatible /chat/completions endpoint, through the shared retrying async client."""
-
-    name = "openai"
-
-    def __init__(self, model: str, *, base_url: str, api_key_env: str | None = None, batch_size: int = 8,
-                 timeout_s: float = 300.0, max_retries: int = 6):
-        from rualign.eval.client import ChatClient, normalize_base_url
-
-        api_key = None
-        if api_key_env:
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                raise RualignError(f"environment variable {api_key_env} is empty or unset",
-                                   path="--api-key-env", hint=f"export {api_key_env}=... (the key is never logged)")
-        self.model, self.adapter, self.batch_size = model, None, max(1, batch_size)
-        self.base_url = normalize_base_url(base_url)
-        self._client_args = dict(base_url=self.base_url, model=model, api_key=api_key, concurrency=self.batch_size,
-                                 timeout_s=timeout_s, max_retries=max_retries)
-        self._client_cls = ChatClient
-        self.failures: list[str] = []
-
-    def settings(self) -> dict[str, Any]:
-        return {"base_url": redact_url(self.base_url)}  # never the key, nor URL userinfo
-
-    def prompt_length(self, messages: list[dict]) -> int:
-        return sum(len(m["content"]) for m in messages)  # characters: only used to order batches
-
-    def generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion | None]:
-        return asyncio.run(self._generate(batch, params))
-
-    async def _generate(self, batch: list[list[dict]], params: GenParams) -> list[Completion | None]:
-        from rualign.eval.client import CallFailed
-
-        body = {"max_tokens": params.max_new_tokens, "temperature": params.temperature, "seed": params.seed}
-        if params.top_p < 1:
-            body["top_p"] = params.top_p
-        async with self._client_cls(**self._client_args) as client:
-            results = await asyncio.gather(*(client.chat(m, **body) for m in batch), return_exceptions=True)
-        completions: list[Completion | None] = []
-        for result in results:
-            if isinstance(result, CallFailed):  # counted and retried on the next run; the others are kept
-                self.failures.append(str(result))
-                completions.append(None)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                completions.append(Completion(
-                    text=result.text.strip(), finish_reason=str(result.choice.get("finish_reason") or "stop"),
-                    completion_tokens=result.usage.get("completion_tokens") or None))
-        return completions
-
-
 class VLLMBackend:
     """vLLM in-process (GPU only); imported lazily so CPU installs never need it."""
 
     name = "vllm"
 
     def __init__(self, model: str, *, adapter: str | None = None, chat_template: str = "model",
-                 batch_size: int = 256, seed: int = 0):
+                 batch_size: int = 256, seed: int = 0, trust_remote_code: bool = False):
         vllm = require("vllm", "gpu", "The vllm generation backend")
         import torch
 
@@ -305,13 +262,13 @@ class VLLMBackend:
 
         self.model, self.adapter, self.batch_size = model, adapter, max(1, batch_size)
         self.chat_template = chat_template
-        self.tokenizer = load_tokenizer(model, chat_template=chat_template)
+        self.tokenizer = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
         self._vllm = vllm
         self.llm = vllm.LLM(model=resolve_model(model), seed=seed, enable_lora=bool(adapter),
-                            trust_remote_code=False)
+                            trust_remote_code=trust_remote_code)
 
     def settings(self) -> dict[str, Any]:
-        return {"chat_template": self.chat_template}
+        return {"chat_template": self.chat_template, "batch_size": self.batch_size}  # bf16 batches: see HFBackend
 
     def _render(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

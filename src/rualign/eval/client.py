@@ -15,12 +15,13 @@ import logging
 import random
 import re
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rualign.errors import RualignError
+from rualign.eval.endpoint import normalize_base_url
 from rualign.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -35,22 +36,6 @@ class RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def normalize_base_url(url: str) -> str:
-    """http://host:port, http://host:port/, http://host:port/v1/ and .../v1/chat/completions → http://host:port/v1."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RualignError(f"not an http(s) URL: '{url}'", path="base_url",
-                           expected="e.g. http://127.0.0.1:8000/v1")
-    path = re.sub(r"/+", "/", parts.path).rstrip("/")
-    for suffix in ("/chat/completions", "/completions", "/models"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-    if not path:
-        path = "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def parse_retry_after(value: str | None) -> float | None:

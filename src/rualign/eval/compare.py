@@ -13,35 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from rualign.errors import RualignError
 from rualign.eval.stats import CI_LEVEL, bootstrap_ci
-from rualign.textio import read_json
+from rualign.records import Score
 
 
-def load_score(path: str | Path) -> tuple[Path, dict]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "score.json"
-    if not path.exists():
-        raise RualignError("no score.json here", path=path, hint="point at a `rualign judge --out` folder")
-    score = read_json(path, expected="the score.json of formats.md")  # NaN/Infinity refused
-    if not isinstance(score, dict) or not isinstance(score.get("per_prompt"), list):
-        raise RualignError("score.json has no per_prompt list", path=path, expected="the score.json of formats.md")
-    return path, score
-
-
-def _values(score: dict, path: Path) -> dict[str, float | None]:
-    values: dict[str, float | None] = {}
-    for row, entry in enumerate(score["per_prompt"], start=1):
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise RualignError(f"per_prompt entry {row} has no id", path=path)
-        value = entry.get("value")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0.0 <= value <= 1.0):  # NaN fails this too
-            raise RualignError(f"per_prompt entry {row} ('{entry['id']}') has value {value!r}", path=path,
-                               expected="a number in [0, 1] or null")
-        values[str(entry["id"])] = None if value is None else float(value)
-    return values
+def _values(score: Score) -> dict[str, float | None]:
+    return {entry.id: entry.value for entry in score.per_prompt}
 
 
 def sign_flip_p_value(diffs: np.ndarray, rng: np.random.Generator, n_perm: int = 10000) -> float:
@@ -53,9 +30,9 @@ def sign_flip_p_value(diffs: np.ndarray, rng: np.random.Generator, n_perm: int =
     return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (n_perm + 1))
 
 
-def compare_scores(a: dict, b: dict, *, path_a: Path | str = "A", path_b: Path | str = "B", seed: int = 0,
+def compare_scores(a: Score, b: Score, *, path_a: Path | str = "A", path_b: Path | str = "B", seed: int = 0,
                    n_boot: int = 2000, n_perm: int = 10000) -> dict[str, Any]:
-    values_a, values_b = _values(a, Path(path_a)), _values(b, Path(path_b))
+    values_a, values_b = _values(a), _values(b)
     shared = [pid for pid in values_a if pid in values_b]
     paired = [pid for pid in shared if values_a[pid] is not None and values_b[pid] is not None]
     diffs = np.array([values_a[pid] - values_b[pid] for pid in paired], dtype=float)
@@ -78,7 +55,8 @@ def compare_scores(a: dict, b: dict, *, path_a: Path | str = "A", path_b: Path |
         "only_in_a": [pid for pid in values_a if pid not in values_b],
         "only_in_b": [pid for pid in values_b if pid not in values_a],
         "failed_in_either": [pid for pid in shared if pid not in set(paired)],
-        "judge_a": a.get("judge"), "judge_b": b.get("judge"),
+        "judge_a": a.judge.model_dump(mode="json") if a.judge else None,
+        "judge_b": b.judge.model_dump(mode="json") if b.judge else None,
         "seed": seed, "n_boot": n_boot, "n_perm": n_perm,
     }
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 
 from rualign.errors import RualignError
 from rualign.eval.backends import Backend, Completion, GenParams
-from rualign.runs import JsonlAppender, read_jsonl, write_jsonl
+from rualign.records import AnswerRecord, GeneratorInfo, read_answers, write_answers
+from rualign.runs import JsonlAppender
 
 
 class TokenCounter:
@@ -57,45 +58,44 @@ def work_path(out: Path) -> Path:
 
 
 def make_record(prompt: dict, completion: Completion, *, backend: Backend, params: GenParams,
-                counter: TokenCounter) -> dict[str, Any]:
-    return {
-        "id": prompt["id"], "prompt": prompt["messages"], "category": prompt.get("category"),
-        "answer": completion.text, "answer_tokens": counter.count(completion.text), "tokenizer": counter.name,
-        "finish_reason": completion.finish_reason,
-        "generator": {"backend": backend.name, "model": backend.model, "adapter": backend.adapter},
-        "params": params_record(backend, params),
-    }
+                counter: TokenCounter) -> AnswerRecord:
+    return AnswerRecord(
+        id=prompt["id"], prompt=prompt["messages"], category=prompt.get("category"), answer=completion.text,
+        answer_tokens=counter.count(completion.text), tokenizer=counter.name, finish_reason=completion.finish_reason,
+        generator=generator_info(backend), params=params_record(backend, params))
+
+
+def generator_info(backend: Backend) -> GeneratorInfo:
+    return GeneratorInfo(backend=backend.name, model=backend.model, adapter=backend.adapter)
 
 
 def params_record(backend: Backend, params: GenParams) -> dict[str, Any]:
-    # batch_size is left out on purpose: greedy output does not depend on it (tested).
+    # The backend's settings() add whatever else can change an answer (batch_size under bf16, the endpoint).
     return {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
             "seed": params.seed, **backend.settings()}
 
 
-def _reusable(record: dict, prompt: dict, expected: dict) -> bool:
-    return (record.get("prompt") == prompt["messages"] and record.get("generator") == expected["generator"]
-            and record.get("params") == expected["params"] and record.get("tokenizer") == expected["tokenizer"]
-            and isinstance(record.get("answer"), str))
+def _reusable(record: AnswerRecord, prompt: dict, expected: AnswerRecord) -> bool:
+    return (record.prompt == prompt["messages"] and record.generator == expected.generator
+            and record.params == expected.params and record.tokenizer == expected.tokenizer)
 
 
-def _load_done(prompts: list[dict], sources: list[Path], expected: dict) -> tuple[dict[str, dict], int]:
+def _load_done(prompts: list[dict], sources: list[Path], expected: AnswerRecord) -> tuple[dict[str, AnswerRecord], int]:
     """Finished records from the final file and the work file (later lines win); count the stale ones."""
     by_id = {p["id"]: p for p in prompts}
-    done: dict[str, dict] = {}
+    done: dict[str, AnswerRecord] = {}
     stale_ids: set[str] = set()
     for source in sources:
         if not source.exists():
             continue
-        for record in read_jsonl(source):
-            pid = str(record.get("id"))
-            if pid not in by_id:
+        for record in read_answers(source, strict=False):
+            if record.id not in by_id:
                 continue  # an answer to a prompt no longer in the file: not ours to keep
-            if _reusable(record, by_id[pid], expected):
-                done[pid] = record
-                stale_ids.discard(pid)
-            elif pid not in done:
-                stale_ids.add(pid)
+            if _reusable(record, by_id[record.id], expected):
+                done[record.id] = record
+                stale_ids.discard(record.id)
+            elif record.id not in done:
+                stale_ids.add(record.id)
     return done, len(stale_ids)
 
 
@@ -125,8 +125,9 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
     """Answer the prompts not yet answered with these settings; write `out` in prompt order when complete."""
     out = Path(out)
     work = work_path(out)
-    expected = {"generator": {"backend": backend.name, "model": backend.model, "adapter": backend.adapter},
-                "params": params_record(backend, params), "tokenizer": counter.name}
+    # What a reusable record must share with the records this run would write (all but the answer).
+    expected = AnswerRecord(id="", prompt=[], answer="", generator=generator_info(backend),
+                            params=params_record(backend, params), tokenizer=counter.name)
     summary = GenerateSummary(out=out, total=len(prompts))
     with JsonlAppender(work) as appender:  # opening cuts a torn last line left by a kill
         done, summary.stale = _load_done(prompts, [out, work], expected)
@@ -143,7 +144,7 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
                 appender.append(record)  # every answer is durable as soon as it exists
                 done[prompt["id"]] = record
                 summary.generated += 1
-                summary.new_tokens += completion.completion_tokens or record["answer_tokens"]
+                summary.new_tokens += completion.completion_tokens or record.answer_tokens
             if on_batch:
                 on_batch(1)
         summary.seconds = time.perf_counter() - started
@@ -154,9 +155,9 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
                            path=work, hint=f"rerun the same command: the {len(done)} finished answers are reused")
     final = [done[p["id"]] for p in prompts]
     for record in final:
-        reason = record.get("finish_reason", "?")
+        reason = record.finish_reason or "?"
         summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
-    write_jsonl(out, final)
+    write_answers(out, final)
     work.unlink(missing_ok=True)
     return summary
 

@@ -28,9 +28,10 @@ from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, checked_value, request_params
 from rualign.eval.schema import JudgeConfig
-from rualign.textio import iter_jsonl, read_utf8
-from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_json, write_jsonl, \
-    write_manifest
+from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, Judgment, Score, read_answers, read_score,
+                             write_judgments, write_score)
+from rualign.textio import read_utf8
+from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_manifest
 
 log = logging.getLogger(__name__)
 ORDERS = ("model_first", "reference_first")
@@ -85,32 +86,9 @@ def render(template: Template, messages: list[dict], answer_a: str, answer_b: st
 
 # ---------------------------------------------------------------- inputs
 
-def load_answers(path: str | Path) -> dict[str, dict]:
+def load_answers(path: str | Path) -> dict[str, AnswerRecord]:
     """answers.jsonl → {id: record} in file order; malformed rows and duplicate ids are errors with line numbers."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("answers file not found", path=path)
-    records: dict[str, dict] = {}
-    lines: dict[str, int] = {}
-    text = read_utf8(path)
-    for number, row in iter_jsonl(path, text, expected="one answer record per line (docs/formats.md)"):
-        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
-            raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
-                            expected='{"id": str, "prompt": [messages], "answer": str, ...}')
-        pid = str(row["id"])
-        if pid in records:
-            raise DataError(f"duplicate id '{pid}' (first on line {lines[pid]})", path=path, line=number,
-                            expected="each id once")
-        prompt = row.get("prompt")
-        if isinstance(prompt, str):
-            row["prompt"] = [{"role": "user", "content": prompt}]
-        elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt)):
-            raise DataError(f"record '{pid}' has no prompt messages", path=path, line=number,
-                            expected="'prompt': [{'role': 'user', 'content': ...}]")
-        records[pid], lines[pid] = row, number
-    if not records:
-        raise DataError("no answer records", path=path, expected="at least one line")
-    return records
+    return {record.id: record for record in read_answers(path)}
 
 
 def _few(ids: list[str], limit: int = 5) -> str:
@@ -118,7 +96,8 @@ def _few(ids: list[str], limit: int = 5) -> str:
     return f"{shown} (+{len(ids) - limit} more)" if len(ids) > limit else shown
 
 
-def pair_answers(answers_path: str | Path, reference_path: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
+def pair_answers(answers_path: str | Path, reference_path: str | Path
+                 ) -> tuple[dict[str, AnswerRecord], dict[str, AnswerRecord]]:
     """Model and reference answers for the same ids and the same prompts, or a RualignError naming both files."""
     model, reference = load_answers(answers_path), load_answers(reference_path)
     where = f"{answers_path} vs {reference_path}"
@@ -139,8 +118,8 @@ def pair_answers(answers_path: str | Path, reference_path: str | Path) -> tuple[
     return model, reference
 
 
-def _prompt_key(record: dict) -> str:
-    return json.dumps([(m.get("role"), str(m.get("content", "")).strip()) for m in record["prompt"]],
+def _prompt_key(record: AnswerRecord) -> str:
+    return json.dumps([(m.get("role"), str(m.get("content", "")).strip()) for m in record.prompt],
                       ensure_ascii=False)
 
 
@@ -161,13 +140,13 @@ def same_answer(mine: str, theirs: str) -> bool:
     return mine.strip() == theirs.strip()
 
 
-def build_jobs(model: dict[str, dict], reference: dict[str, dict]) -> list[Job]:
+def build_jobs(model: dict[str, AnswerRecord], reference: dict[str, AnswerRecord]) -> list[Job]:
     jobs = []
     for pid, record in model.items():
-        mine, theirs = record["answer"], reference[pid]["answer"]
+        mine, theirs = record.answer, reference[pid].answer
         identical = same_answer(mine, theirs)
-        jobs.append(Job(len(jobs), pid, "model_first", record["prompt"], mine, theirs, identical))
-        jobs.append(Job(len(jobs), pid, "reference_first", record["prompt"], theirs, mine, identical))
+        jobs.append(Job(len(jobs), pid, "model_first", record.prompt, mine, theirs, identical))
+        jobs.append(Job(len(jobs), pid, "reference_first", record.prompt, theirs, mine, identical))
     return jobs
 
 
@@ -211,18 +190,14 @@ class _Run:
         self.mode = "verdict"
 
 
-def _row(job: Job, mode: str, **fields) -> dict:
-    row = {"id": job.id, "order": job.order, "mode": mode, "preference": None, "verdict": None, "probs": None,
-           "criteria": None, "raw": "", "error": None, "cached": False, "identical": False,
-           "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
-    row.update(fields)
-    return row
+def _row(job: Job, mode: str, **fields) -> Judgment:
+    return Judgment(id=job.id, order=job.order, mode=mode, **fields)
 
 
 IDENTICAL_MODE = "identical"
 
 
-def identical_row(job: Job) -> dict:
+def identical_row(job: Job) -> Judgment:
     """The row of an order whose two answers are the same text: a tie by symmetry, no judge call made."""
     return _row(job, IDENTICAL_MODE, preference=0.5, verdict="tie", identical=True)
 
@@ -232,7 +207,7 @@ def _add_usage(total: dict, value: dict) -> None:
         total[k] += int((value.get("usage") or {}).get(k) or 0)
 
 
-async def judge_job(run: _Run, job: Job) -> dict:
+async def judge_job(run: _Run, job: Job) -> Judgment:
     if job.identical:
         return identical_row(job)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -252,7 +227,7 @@ async def judge_job(run: _Run, job: Job) -> dict:
         return _row(job, run.mode, error=f"api: {exc}", usage=usage, cached=bool(cached) and all(cached))
 
 
-def _logprob_row(job: Job, value: dict, raw: str, usage: dict, cached: bool) -> dict:
+def _logprob_row(job: Job, value: dict, raw: str, usage: dict, cached: bool) -> Judgment:
     probs = parse.letter_probs(value["top_logprobs"])
     if probs is None:
         return _row(job, "logprob", raw=raw, usage=usage, cached=cached,
@@ -262,7 +237,7 @@ def _logprob_row(job: Job, value: dict, raw: str, usage: dict, cached: bool) -> 
                 preference=parse.model_preference(probs, job.order), verdict=parse.slot_to_side(slot, job.order))
 
 
-async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> dict:
+async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> Judgment:
     messages = render(run.template, job.prompt, job.answer_a, job.answer_b, "verdict")
     value, hit = await run.call(job, "verdict", messages)
     cached.append(hit)
@@ -292,7 +267,7 @@ async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> dict
 
 
 async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: Template,
-                     cache: JudgeCache) -> tuple[list[dict], dict]:
+                     cache: JudgeCache) -> tuple[list[Judgment], dict]:
     import time
 
     from rualign.progress import progress
@@ -302,7 +277,7 @@ async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: 
     with progress() as bar:  # the stage's live display: pairs judged, ETA, judge calls per second
         task, started = bar.add_task("judge", total=len(jobs), metric=""), time.perf_counter()
 
-        async def one(job: Job) -> dict:
+        async def one(job: Job) -> Judgment:
             row = await judge_job(run, job)
             calls = backend.stats().get("requests", 0)
             bar.update(task, advance=1, metric=f"{calls / max(time.perf_counter() - started, 1e-9):.1f} calls/s")
@@ -316,7 +291,8 @@ async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: 
     return list(rows), stats
 
 
-def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_file: Path) -> tuple[list[dict], dict]:
+def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_file: Path
+                ) -> tuple[list[Judgment], dict]:
     """Rows for every job, in job order. When every pair is identical nothing needs the judge, so no
     backend is started (for llama.cpp that saves launching a server)."""
     if all(job.identical for job in jobs):
@@ -330,16 +306,13 @@ def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_fil
 
 def judge_config_hash(answers: Path, reference: Path, cfg: JudgeConfig, template: Template, target: int,
                       seed: int) -> str:
-    # Only what changes the verdicts: not concurrency, rate limits, timeouts or the cache location.
-    relevant = cfg.model_dump(include={"backend", "base_url", "model", "mode", "template", "temperature",
-                                       "max_tokens", "top_logprobs", "n_ctx"})
-    return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": relevant,
+    return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": cfg.judge_key(),
                         "template_version": template.version, "target": target, "seed": seed})
 
 
 def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_dir: str | Path, *,
-              target: int = 540, seed: int = 0, cache_path: str | Path | None = None) -> dict:
-    """Judge `answers` against `reference`; returns the score dict (also written to out_dir/score.json)."""
+              target: int = DEFAULT_TARGET, seed: int = 0, cache_path: str | Path | None = None) -> Score:
+    """Judge `answers` against `reference`; returns the Score (also written to out_dir/score.json)."""
     from rualign.eval.stats import compute_score
 
     answers, reference, out_dir = Path(answers), Path(reference), Path(out_dir)
@@ -347,27 +320,26 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
     template = load_template(cfg.template)
     config_hash = judge_config_hash(answers, reference, cfg, template, target, seed)
     manifest = read_manifest(out_dir)
-    if is_finished(out_dir, config_hash) and manifest.get("failed_calls") == 0 and (out_dir / "score.json").exists():
+    if is_finished(out_dir, config_hash) and manifest.failed_calls == 0 and (out_dir / "score.json").exists():
         log.info("judge output in %s is finished with the same inputs: reusing it", out_dir)
-        return json.loads((out_dir / "score.json").read_text(encoding="utf-8"))
+        return read_score(out_dir / "score.json")
     jobs = build_jobs(model_answers, reference_answers)
     rows, stats = _judge_jobs(jobs, cfg, template, Path(cache_path or cfg.cache or default_cache_path()))
     # An old manifest must not vouch for files this run is about to replace (a crash midway would mix them).
     (out_dir / MANIFEST).unlink(missing_ok=True)
-    write_jsonl(out_dir / "judgments.jsonl", rows)
+    write_judgments(out_dir / "judgments.jsonl", rows)
     # The modes the judge actually ran in; "identical" only when no prompt needed a call at all.
-    modes = sorted({r["mode"] for r in rows if not r["identical"]}) or [IDENTICAL_MODE]
+    modes = sorted({r.mode for r in rows if not r.identical}) or [IDENTICAL_MODE]
     score = compute_score(rows, model_answers, reference_answers, target=target, seed=seed)
-    score["judge"] = {"name": cfg.display_name(), "model": cfg.model, "mode": "+".join(modes),
-                      "template_version": template.version}
-    write_json(out_dir / "score.json", score)
-    failed = sum(1 for r in rows if r["error"])
-    identical = sum(1 for r in rows if r["identical"])
+    score.judge = JudgeInfo(name=cfg.display_name(), model=cfg.model, mode="+".join(modes),
+                            template_version=template.version)
+    write_score(out_dir / "score.json", score)
+    identical = sum(1 for r in rows if r.identical)
     write_manifest(out_dir, stage="judge", config_hash=config_hash,
                    inputs={"answers": str(answers), "answers_hash": file_hash(answers),
                            "reference": str(reference), "reference_hash": file_hash(reference)},
                    judge=cfg.public(), requested_mode=cfg.mode, modes=modes, template_version=template.version,
-                   calls=len(rows) - identical, failed_calls=failed, prompts=len(model_answers), client=stats,
-                   identical_pairs=score["identical_pairs"]["count"],
-                   usage={k: sum(r["usage"][k] for r in rows) for k in ("prompt_tokens", "completion_tokens")})
+                   calls=len(rows) - identical, failed_calls=sum(1 for r in rows if r.error),
+                   prompts=len(model_answers), client=stats, identical_pairs=score.identical_pairs.count,
+                   usage={k: sum(getattr(r.usage, k) for r in rows) for k in ("prompt_tokens", "completion_tokens")})
     return score

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Iterator
 
-from rualign.errors import RualignError
-from rualign.eval.client import CallFailed, ChatClient
-from rualign.eval.parse import first_position_top_logprobs
-from rualign.eval.schema import JudgeConfig
+from rualign.eval.client import CallFailed
+from rualign.eval.endpoint import OpenAIBackend
+from rualign.eval.schema import JUDGE_BACKENDS, JudgeConfig
 
 
 def checked_value(value: object) -> dict:
@@ -52,37 +50,6 @@ def request_params(cfg: JudgeConfig, kind: str) -> dict:
         return {"temperature": cfg.temperature, "max_tokens": 1, "logprobs": True,
                 "top_logprobs": cfg.top_logprobs}
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-
-
-class OpenAIBackend:
-    def __init__(self, cfg: JudgeConfig, base_url: str, *, served_model: str | None = None,
-                 identity: str | None = None):
-        api_key = None
-        if cfg.api_key_env:
-            api_key = os.environ.get(cfg.api_key_env)
-            if not api_key:
-                raise RualignError(f"the environment variable {cfg.api_key_env} is not set",
-                                   path="api_key_env", hint=f"export {cfg.api_key_env}=... before running")
-        self.cfg = cfg
-        self.identity = identity or f"openai:{cfg.model}"
-        self.client = ChatClient(base_url, served_model or cfg.model, api_key=api_key,
-                                 concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
-                                 timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                                 backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s)
-
-    async def complete(self, messages: list[dict], kind: str) -> dict:
-        result = await self.client.chat(messages, **request_params(self.cfg, kind))
-        top = first_position_top_logprobs(result.choice) if kind == "logprob" else None
-        return {"text": result.text, "top_logprobs": top, "usage": result.usage,
-                "finish_reason": result.choice.get("finish_reason")}
-
-    def stats(self) -> dict:
-        s = self.client.stats
-        return {"requests": s.requests, "retries": s.retries, "prompt_tokens": s.prompt_tokens,
-                "completion_tokens": s.completion_tokens, "errors": dict(s.errors)}
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 class LocalBackend:
@@ -143,23 +110,41 @@ class LocalBackend:
         return None
 
 
+def _openai_args(cfg: JudgeConfig) -> dict:
+    return dict(api_key_env=cfg.api_key_env, batch_size=cfg.concurrency, timeout_s=cfg.timeout_s,
+                max_retries=cfg.max_retries, requests_per_minute=cfg.requests_per_minute,
+                backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
+                judge_params=lambda kind: request_params(cfg, kind))
+
+
 @contextlib.contextmanager
-def backend_factory(cfg: JudgeConfig) -> Iterator:
-    """Yield a zero-argument factory that builds the backend inside the event loop.
+def openai_backend(cfg: JudgeConfig) -> Iterator:
+    yield lambda: OpenAIBackend(cfg.model, base_url=cfg.base_url, **_openai_args(cfg))
 
-    For `llamacpp` the server is started first and always stopped on the way out (normal exit,
-    exception or Ctrl-C), by the context manager in server.py.
-    """
-    if cfg.backend == "openai":
-        yield lambda: OpenAIBackend(cfg, cfg.base_url)
-    elif cfg.backend == "local":
-        yield lambda: LocalBackend(cfg)
-    else:
-        from rualign.eval.server import LlamaServer, resolve_gguf
 
-        gguf = resolve_gguf(cfg.model)
-        identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
-        # llama-cpp-python's server runs one request at a time; more in flight only queue up into timeouts.
-        serial = cfg.model_copy(update={"concurrency": 1})
-        with LlamaServer(gguf, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as server:
-            yield lambda: OpenAIBackend(serial, server.base_url, served_model=server.model_id, identity=identity)
+@contextlib.contextmanager
+def local_backend(cfg: JudgeConfig) -> Iterator:
+    yield lambda: LocalBackend(cfg)
+
+
+@contextlib.contextmanager
+def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
+    """The server is started first and always stopped on the way out (normal exit, exception or Ctrl-C)."""
+    from rualign.eval.server import LlamaServer, resolve_gguf
+
+    gguf = resolve_gguf(cfg.model)
+    # Keyed by the file, not the server's random local port: a restarted server gives the same verdicts.
+    identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
+    # llama-cpp-python's server runs one request at a time; more in flight only queue up into timeouts.
+    args = {**_openai_args(cfg), "batch_size": 1}
+    with LlamaServer(gguf, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as server:
+        yield lambda: OpenAIBackend(cfg.model, base_url=server.base_url, served_model=server.model_id,
+                                    identity=identity, **args)
+
+
+def backend_factory(cfg: JudgeConfig):
+    """A context manager yielding a zero-argument factory that builds the backend inside the event loop; which
+    one is JUDGE_BACKENDS' row for cfg.backend."""
+    from rualign.config import resolve
+
+    return resolve(JUDGE_BACKENDS[cfg.backend].factory)(cfg)

@@ -21,13 +21,14 @@ from collections import defaultdict
 
 import numpy as np
 
+from rualign.records import Judgment
+
 MIN_VERDICT_MASS = 0.5
 N_BOOT = 2000
 
 
-def _valid(row: dict) -> bool:
-    p = row.get("preference")
-    return not row.get("error") and isinstance(p, (int, float)) and not math.isnan(p)
+def _valid(row: Judgment) -> bool:
+    return not row.error and row.preference is not None and not math.isnan(row.preference)
 
 
 def _ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float | None, float | None]:
@@ -49,30 +50,30 @@ def _r(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def _per_pair(rows: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = defaultdict(list)
+def _per_pair(rows: list[Judgment]) -> dict[str, list[Judgment]]:
+    grouped: dict[str, list[Judgment]] = defaultdict(list)
     for row in rows:
         if _valid(row):
-            grouped[str(row["id"])].append(row)
+            grouped[row.id].append(row)
     return grouped
 
 
-def verdict_of(row: dict) -> str:
+def verdict_of(row: Judgment) -> str:
     """'chosen' / 'rejected' / 'tie' from a row's preference (the same tie band as the score)."""
-    p = float(row["preference"])
+    p = row.preference
     return "chosen" if p > 0.6 else "rejected" if p < 0.4 else "tie"
 
 
-def build_card(rows: list[dict], pairs: list[dict], *, seed: int = 0) -> dict:
+def build_card(rows: list[Judgment], pairs: list[dict], *, seed: int = 0) -> dict:
     """The judge_card.json dict (without the judge/gold identity keys, which the caller adds)."""
     rng = np.random.default_rng(seed)
     grouped = _per_pair(rows)
-    value = {pid: float(np.mean([r["preference"] for r in calls])) for pid, calls in grouped.items()}
+    value = {pid: float(np.mean([r.preference for r in calls])) for pid, calls in grouped.items()}
     calls = [r for rs in grouped.values() for r in rs]
-    slot_a = [r["preference"] if r["order"] == "model_first" else 1 - r["preference"] for r in calls]
+    slot_a = [r.preference if r.order == "model_first" else 1 - r.preference for r in calls]
     both = [rs for rs in grouped.values() if len(rs) >= 2]
     flips = sum(1 for rs in both if {"chosen", "rejected"} <= {verdict_of(r) for r in rs})
-    masses = [float(r["verdict_mass"]) for r in calls if isinstance(r.get("verdict_mass"), (int, float))]
+    masses = [r.verdict_mass for r in calls if r.verdict_mass is not None]
     by_id = {str(p["id"]): p for p in pairs}
     shorter = [value[p] for p in value if len(by_id[p]["chosen"]) < len(by_id[p]["rejected"])]
     longer = [value[p] for p in value if len(by_id[p]["chosen"]) > len(by_id[p]["rejected"])]

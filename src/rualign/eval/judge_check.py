@@ -16,13 +16,12 @@ from pathlib import Path
 from rualign.errors import DataError
 from rualign.eval import judge_card
 from rualign.eval.schema import JudgeConfig
-from rualign.runs import file_hash, read_jsonl, rualign_home, stable_hash, write_json, write_jsonl, write_manifest, \
+from rualign.records import AnswerRecord, write_judgments
+from rualign.runs import file_hash, read_jsonl, rualign_home, stable_hash, write_json, write_manifest, \
     write_text
 
 BUNDLED_PREFIX = "bundled:"
 _SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
-_KEY_FIELDS = {"backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
-               "n_ctx"}
 
 
 def gold_path(spec: str) -> Path:
@@ -75,7 +74,7 @@ def load_gold(spec: str) -> tuple[Path, list[dict]]:
 
 
 def judge_key(cfg: JudgeConfig) -> str:
-    return stable_hash(cfg.model_dump(include=_KEY_FIELDS))
+    return stable_hash(cfg.judge_key())  # the one judge key (plan, judge stage, card registry)
 
 
 def card_registry() -> Path:
@@ -112,8 +111,9 @@ def run_judge_check(gold: str, cfg: JudgeConfig, out_dir: Path, *, seed: int = 0
     from rualign.eval.judge import _judge_jobs, build_jobs, load_template
 
     path, pairs = load_gold(gold)
-    model = {p["id"]: {"prompt": p["prompt"], "answer": p["chosen"]} for p in pairs}
-    reference = {p["id"]: {"prompt": p["prompt"], "answer": p["rejected"]} for p in pairs}
+    # The chosen answer plays the model, the rejected one the reference: a good judge prefers the "model".
+    model = {p["id"]: AnswerRecord(id=p["id"], prompt=p["prompt"], answer=p["chosen"]) for p in pairs}
+    reference = {p["id"]: AnswerRecord(id=p["id"], prompt=p["prompt"], answer=p["rejected"]) for p in pairs}
     template = load_template(cfg.template)
     rows, stats = _judge_jobs(build_jobs(model, reference), cfg, template,
                               Path(cache_path or cfg.cache or default_cache_path()))
@@ -122,7 +122,7 @@ def run_judge_check(gold: str, cfg: JudgeConfig, out_dir: Path, *, seed: int = 0
                      "key": judge_key(cfg), "config": cfg.public()}
     card["gold"] = {"name": gold, "path": str(path), "hash": file_hash(path)}
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "judgments.jsonl", rows)
+    write_judgments(out_dir / "judgments.jsonl", rows)
     write_json(out_dir / "judge_card.json", card)
     write_text(out_dir / "judge_card.md", judge_card.markdown(card))
     write_json(card_registry() / f"{judge_key(cfg)}.json", card)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rualign.records import DEFAULT_TARGET
+
 EPILOG = """\
 judge SPEC forms:
   llamacpp:default            the embedded SmolLM2 GGUF under llama.cpp's server (started and stopped here)
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--judge-config", help="judge YAML with settings; the --judge SPEC, if given, names the model")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--mode", choices=["logprob", "verdict"], help="override the judge config's mode")
-    parser.add_argument("--target", type=int, default=540, help="target mean answer length in tokens (540)")
+    parser.add_argument("--target", type=int, default=DEFAULT_TARGET,
+                        help=f"target mean answer length in tokens ({DEFAULT_TARGET})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--cache", help="SQLite cache file (default $RUALIGN_HOME/judge_cache.sqlite)")
     parser.set_defaults(handler=run)
@@ -60,21 +63,20 @@ def run(args: argparse.Namespace) -> int:
         score = run_judge(args.answers, args.reference, cfg, args.out, target=args.target, seed=args.seed,
                           cache_path=args.cache)
     console = Console(stderr=False)
-    failures = score["failures"]["count"]
-    if not score["n"]:
-        reasons = score["failures"]["reasons"]
-        first = next(iter(reasons.values()), "unknown")
+    failures = score.failures.count
+    if not score.n:
+        first = next(iter(score.failures.reasons.values()), "unknown")
         raise RualignError(f"no prompt could be judged: all {failures} failed; first reason: {first}",
                            path=f"{args.out}/judgments.jsonl",
                            hint="check the judge endpoint; a rerun retries only the failed calls")
-    ci = f"[{score['ci_low']}, {score['ci_high']}]" if score.get("ci_low") is not None else "[n/a]"
-    console.print(f"score {score['score']} {ci} (95% CI) over {score['n']}/{score['n_prompts']} prompts; "
-                  f"wins {score['wins']}, ties {score['ties']}, losses {score['losses']}; "
-                  f"failures {failures}; judge {score['judge']['name']} ({score['judge']['mode']})")
-    identical = (score.get("identical_pairs") or {}).get("count")  # absent in score.json of older finished runs
+    ci = f"[{score.ci_low}, {score.ci_high}]" if score.ci_low is not None else "[n/a]"
+    console.print(f"score {score.score} {ci} (95% CI) over {score.n}/{score.n_prompts} prompts; "
+                  f"wins {score.wins}, ties {score.ties}, losses {score.losses}; "
+                  f"failures {failures}; judge {score.judge.name} ({score.judge.mode})")
+    identical = score.identical_pairs.count if score.identical_pairs else None  # absent in older score.json
     if identical:
         console.print(f"{identical} prompt(s) with the same answer as the reference: ties, not sent to the judge")
-    if score.get("lc_warning"):
-        console.print(f"[yellow]warning:[/yellow] {score['lc_warning']}")
+    if score.lc_warning:
+        console.print(f"[yellow]warning:[/yellow] {score.lc_warning}")
     console.print(f"wrote {args.out}/judgments.jsonl, score.json, manifest.json")
     return 0

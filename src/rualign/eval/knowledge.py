@@ -234,7 +234,7 @@ def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, sty
     return result
 
 
-def _plain_tokenizer(model: str, trust_remote_code: bool) -> Any:
+def _plain_tokenizer(model: str, trust_remote_code: bool = False) -> Any:
     """The plain style needs no chat template (a base model without one is fine)."""
     from transformers import AutoTokenizer
 

@@ -21,7 +21,7 @@ from rualign.errors import DataError, RualignError
 from rualign.eval import tokenizer_id
 from rualign.eval.joint import JointData
 from rualign.eval.style import STYLE_FEATURES, style_of
-from rualign.runs import read_jsonl
+from rualign.records import AnswerRecord, Judgment, RunInfo, read_answers, read_judgments, read_run_info, read_score
 
 RUN_FOLDER = "a run folder written by `rualign run` (run.json, answers.jsonl, judge/judgments.jsonl)"
 
@@ -68,25 +68,17 @@ def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunIn
     if not folder.is_dir() or lacks:
         raise RualignError(f"not a judged run folder (lacks {', '.join(lacks) or 'everything'})", path=folder,
                            expected=RUN_FOLDER)
-    meta = _json(folder / "run.json") or {}
+    meta = read_run_info(folder / "run.json") if (folder / "run.json").is_file() else RunInfo()
     if reference is None:
-        ref = meta.get("reference_answers")
+        ref = meta.reference_answers
         if not ref:
             raise RualignError("run.json names no reference_answers", path=folder / "run.json",
                                expected='"reference_answers": path to the reference answers.jsonl')
         reference = Path(ref) if Path(ref).is_absolute() else folder / ref
-    judge = (_json(folder / "judge" / "score.json") or {}).get("judge") or {}
-    return RunInput(name or str(meta.get("name") or folder.name), folder / "answers.jsonl",
-                    folder / "judge" / "judgments.jsonl", Path(reference), judge.get("name"))
-
-
-def _json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    from rualign.textio import read_json
-
-    value = read_json(path)  # malformed JSON, NaN/Infinity or a binary file: a DataError naming it
-    return value if isinstance(value, dict) else None
+    score = read_score(folder / "judge" / "score.json") if (folder / "judge" / "score.json").is_file() else None
+    judge = score.judge.name if score is not None and score.judge is not None else None
+    return RunInput(name or meta.name or folder.name, folder / "answers.jsonl", folder / "judge" / "judgments.jsonl",
+                    Path(reference), judge)
 
 
 def resolve_inputs(paths: list[str]) -> list[RunInput]:
@@ -111,18 +103,15 @@ def _from_yaml(path: Path) -> list[RunInput]:
     return inputs
 
 
-def load_answers(path: Path, what: str) -> dict[str, dict]:
+def load_answers(path: Path, what: str) -> dict[str, AnswerRecord]:
+    """answers.jsonl through the one reader; the leaderboard also needs every answer's length."""
     if not path.is_file():
         raise DataError(f"{what} file not found", path=path)
-    records = {}
-    for number, row in enumerate(read_jsonl(path), start=1):
-        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
-            raise DataError(f"{what} record {number} lacks 'id' or a string 'answer'", path=path,
-                            expected="answers.jsonl records of docs/formats.md")
-        if not isinstance(row.get("answer_tokens"), (int, float)):
+    records = {r.id: r for r in read_answers(path)}
+    for number, record in enumerate(records.values(), start=1):
+        if record.answer_tokens is None:
             raise DataError(f"{what} record {number} has no 'answer_tokens'", path=path,
                             expected="answer lengths counted by `rualign generate`")
-        records[str(row["id"])] = row
     return records
 
 
@@ -139,17 +128,16 @@ class RunExtras:
     notes: list[str] = field(default_factory=list)
 
 
-def _valid(row: dict) -> bool:
-    p = row.get("preference")
-    return (not row.get("error") and isinstance(p, (int, float)) and not isinstance(p, bool)
-            and 0.0 <= p <= 1.0 and not math.isnan(p))
+def _valid(row: Judgment) -> bool:
+    p = row.preference
+    return not row.error and p is not None and 0.0 <= p <= 1.0 and not math.isnan(p)
 
 
 def gather(inputs: list[RunInput]) -> tuple[JointData, list[RunExtras]]:
     """One JointData over runs sharing a reference, and per-run extras; every mismatch is a named error."""
     reference_path = inputs[0].reference
     reference = load_answers(reference_path, "reference answers")
-    ref_style = {pid: style_of(r["answer"]).vector() for pid, r in reference.items()}
+    ref_style = {pid: style_of(r.answer).vector() for pid, r in reference.items()}
     prompts = list(reference)
     prompt_pos = {pid: i for i, pid in enumerate(prompts)}
     cols: dict[str, list] = {k: [] for k in ("run", "prompt", "y", "order", "dlen", "style")}
@@ -166,33 +154,33 @@ def gather(inputs: list[RunInput]) -> tuple[JointData, list[RunExtras]]:
 
 def _collect(k: int, run: RunInput, answers: dict, reference: dict, ref_style: dict, prompt_pos: dict,
              cols: dict, tokenizer: str | None) -> RunExtras:
-    rows = read_jsonl(run.judgments) if run.judgments.is_file() else None
+    rows = read_judgments(run.judgments) if run.judgments.is_file() else None
     if rows is None:
         raise DataError("judgments file not found", path=run.judgments)
-    unknown = sorted({str(r.get("id")) for r in rows} - set(reference))
+    unknown = sorted({r.id for r in rows} - set(reference))
     if unknown:
         raise DataError(f"{len(unknown)} judged id(s) are not in the reference answers {run.reference}: "
                         f"{', '.join(unknown[:5])}", path=run.judgments, expected="the same ids as the reference")
-    good = [r for r in rows if _valid(r) and str(r.get("id")) in answers]
+    good = [r for r in rows if _valid(r) and r.id in answers]
     slot_a, masses, styles = [], [], {}
     for row in good:
-        pid = str(row["id"])
+        pid = row.id
         if pid not in styles:
-            styles[pid] = np.subtract(style_of(answers[pid]["answer"]).vector(), ref_style[pid])
-        first = row.get("order") == "model_first"
-        cols["run"].append(k), cols["prompt"].append(prompt_pos[pid]), cols["y"].append(float(row["preference"]))
+            styles[pid] = np.subtract(style_of(answers[pid].answer).vector(), ref_style[pid])
+        first = row.order == "model_first"
+        cols["run"].append(k), cols["prompt"].append(prompt_pos[pid]), cols["y"].append(row.preference)
         cols["order"].append(1.0 if first else -1.0)
-        cols["dlen"].append(float(answers[pid]["answer_tokens"]) - float(reference[pid]["answer_tokens"]))
+        cols["dlen"].append(float(answers[pid].answer_tokens) - float(reference[pid].answer_tokens))
         cols["style"].append(styles[pid])
-        if not row.get("identical"):
-            slot_a.append(row["preference"] if first else 1.0 - row["preference"])
-        if isinstance(row.get("verdict_mass"), (int, float)):
-            masses.append(float(row["verdict_mass"]))
+        if not row.identical:
+            slot_a.append(row.preference if first else 1.0 - row.preference)
+        if row.verdict_mass is not None:
+            masses.append(row.verdict_mass)
     if not good:
         raise DataError(f"run '{run.name}' has no successful judgments", path=run.judgments,
                         expected="judgments.jsonl rows with a preference")
     judged = list(styles)
-    return RunExtras(mean_tokens=float(np.mean([answers[p]["answer_tokens"] for p in judged])),
+    return RunExtras(mean_tokens=float(np.mean([answers[p].answer_tokens for p in judged])),
                      first_slot_win_rate=float(np.mean(slot_a)) if slot_a else None,
                      verdict_mass=float(np.mean(masses)) if masses else None,
                      calls=len(rows), failed_calls=len(rows) - len([r for r in rows if _valid(r)]),

@@ -69,7 +69,8 @@ def answer_metrics(answers: list[str]) -> dict[str, float | None]:
 def heldout_conversations(spec: str, limit: int) -> list[list[dict]]:
     """Held-out conversations for ref_loss: `bundled:grandmaster` reads the bundled test split (never
     trained on by the demo); a path reads any GrandMaster/chat-format JSONL file."""
-    from rualign.data.sources import normalise, read_rows
+    from rualign.data.formats import normalise
+    from rualign.data.sources import read_rows
 
     errors: list = []
     out = []

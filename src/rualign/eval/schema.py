@@ -11,6 +11,7 @@ SPEC forms:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,9 +22,31 @@ from rualign.errors import ConfigError
 from rualign.redact import redact, redact_text
 
 
+@dataclass(frozen=True)
+class JudgeBackend:
+    """One row of JUDGE_BACKENDS, the table read by the schema (names, required keys, SPEC forms), the plan
+    (through JudgeConfig.judge_key) and the factory (judge_backends.backend_factory)."""
+
+    factory: str                     # "module:function" (cfg) -> context manager yielding a zero-arg backend maker
+    spec_form: str                   # the `--judge SPEC` form, for help and errors
+    needs: tuple[str, ...] = ()      # keys this backend requires (openai: base_url, read from the SPEC's @url)
+
+
+_B = "rualign.eval.judge_backends"
+JUDGE_BACKENDS: dict[str, JudgeBackend] = {
+    "llamacpp": JudgeBackend(f"{_B}:llamacpp_backend", "llamacpp:default or llamacpp:/path/model.gguf"),
+    "local": JudgeBackend(f"{_B}:local_backend", "local:<model>"),
+    "openai": JudgeBackend(f"{_B}:openai_backend", "openai:<model>@<base_url>", needs=("base_url",)),
+}
+# Every setting that changes a verdict: the judge key (plan node and judge manifest hash) is made of these.
+# Not concurrency, rate limits, timeouts or the cache location.
+VERDICT_KEYS = ("backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
+                "n_ctx")
+
+
 class JudgeConfig(Strict):
     name: str | None = None  # shown in score.json; defaults to the spec
-    backend: Literal["openai", "llamacpp", "local"] = "openai"
+    backend: str = Field("openai", description=f"one of {', '.join(JUDGE_BACKENDS)}")
     base_url: str | None = None  # openai backend only
     model: str = "default"
     api_key_env: str | None = None  # NAME of the env var holding the key; the key itself is never stored
@@ -50,22 +73,41 @@ class JudgeConfig(Strict):
             raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in JUDGE_BACKENDS:
+            raise ValueError(f"unknown judge backend '{value}' (expected one of {', '.join(JUDGE_BACKENDS)})")
+        return value
+
     @model_validator(mode="after")
-    def _needs_url(self) -> "JudgeConfig":
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+    def _needs(self) -> "JudgeConfig":
+        missing = [key for key in JUDGE_BACKENDS[self.backend].needs if getattr(self, key) in (None, "")]
+        if missing == ["base_url"]:
+            raise ValueError(f"the {self.backend} backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if missing:
+            raise ValueError(f"the {self.backend} backend needs {', '.join(missing)}")
         return self
 
     def display_name(self) -> str:
         if self.name:
             return redact_text(self.name)
-        if self.backend == "openai":
-            return redact_text(f"openai:{self.model}@{self.base_url}")
+        if self.base_url and "base_url" in JUDGE_BACKENDS[self.backend].needs:
+            return redact_text(f"{self.backend}:{self.model}@{self.base_url}")
         return f"{self.backend}:{self.model}"
 
     def public(self) -> dict:
         """The config as recorded in manifests: no secrets (only the env var's name; URL userinfo redacted)."""
         return redact(self.model_dump(mode="json"))
+
+    def judge_key(self) -> dict:
+        """What decides the verdicts (VERDICT_KEYS), the one key the plan and the judge stage both hash. The
+        endpoint is keyed without credentials: a rotated password is the same server."""
+        from rualign.eval.endpoint import endpoint_key
+
+        data = self.model_dump(mode="json", include=set(VERDICT_KEYS))
+        data["base_url"] = endpoint_key(self.base_url) if self.base_url else None
+        return data
 
 
 def parse_judge_spec(spec: str | None, config_path: str | Path | None = None,
@@ -87,20 +129,22 @@ def parse_judge_spec(spec: str | None, config_path: str | Path | None = None,
     return validate(JudgeConfig, data, config_path or spec or "--judge")
 
 
-_KINDS = ("llamacpp", "local", "openai")
+def is_judge_spec(spec: str) -> bool:
+    """`--judge SPEC` names a backend (as opposed to a YAML file path)."""
+    return spec.partition(":")[0] in JUDGE_BACKENDS
 
 
 def _spec_fields(spec: str) -> dict:
     kind, sep, rest = spec.partition(":")
-    if kind not in _KINDS and Path(spec).suffix in (".yaml", ".yml"):
+    if kind not in JUDGE_BACKENDS and Path(spec).suffix in (".yaml", ".yml"):
         return load_yaml(spec, JudgeConfig).model_dump(exclude_unset=True)
-    if not sep or not rest or kind not in _KINDS:
-        raise ConfigError(f"cannot read judge spec '{spec}'", path="--judge",
-                          expected="llamacpp:default, local:<model>, openai:<model>@<base_url> or a YAML file")
-    if kind in ("llamacpp", "local"):
+    if not sep or not rest or kind not in JUDGE_BACKENDS:
+        forms = ", ".join(row.spec_form for row in JUDGE_BACKENDS.values())
+        raise ConfigError(f"cannot read judge spec '{spec}'", path="--judge", expected=f"{forms} or a YAML file")
+    if "base_url" not in JUDGE_BACKENDS[kind].needs:
         return {"backend": kind, "model": rest}
     match = re.fullmatch(r"(.+?)@(https?://.+)", rest)
     if not match:
         raise ConfigError(f"cannot read judge spec '{spec}'", path="--judge",
-                          expected="openai:<model>@<base_url>, e.g. openai:gpt-4o@https://api.openai.com/v1")
-    return {"backend": "openai", "model": match.group(1), "base_url": match.group(2)}
+                          expected=f"{JUDGE_BACKENDS[kind].spec_form}, e.g. openai:gpt-4o@https://api.openai.com/v1")
+    return {"backend": kind, "model": match.group(1), "base_url": match.group(2)}

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from rualign.records import (DEFAULT_TARGET, AnswerRecord, CategoryScore, Failures, IdList, Judgment, Lengths,
+                             LengthStats, PromptValue, Score)
 
 TIE_EPS = 0.1
 LC_WARN_POINTS = 10.0
@@ -67,15 +70,6 @@ def _bootstrap_means(values: np.ndarray, rng: np.random.Generator, n_boot: int) 
         idx = rng.integers(0, values.size, size=(stop - start, values.size))
         out[start:stop] = values[idx].mean(axis=1)
     return out
-
-
-def length_stats(tokens: list[int], target: int) -> dict[str, float | None]:
-    if not tokens:
-        return {"mean": None, "median": None, "p90": None, "gap_to_target": None, "n": 0}
-    arr = np.asarray(tokens, dtype=float)
-    mean = float(arr.mean())
-    return {"mean": round(mean, 2), "median": float(np.median(arr)), "p90": float(np.quantile(arr, 0.9)),
-            "gap_to_target": round(mean - target, 2), "n": int(arr.size)}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -125,75 +119,72 @@ def length_controlled(calls: list[dict]) -> float | None:
     return float(_sigmoid(eta).mean())
 
 
-def _group_calls(judgments: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = defaultdict(list)
+def _group_calls(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
+    grouped: dict[str, list[Judgment]] = defaultdict(list)
     for row in judgments:
-        grouped[str(row["id"])].append(row)
+        grouped[row.id].append(row)
     return grouped
 
 
-def _valid(row: dict) -> bool:
-    p = row.get("preference")
-    return p is not None and not row.get("error") and isinstance(p, (int, float)) and 0.0 <= p <= 1.0 \
-        and not math.isnan(p)
+def _valid(row: Judgment) -> bool:
+    p = row.preference
+    return p is not None and not row.error and 0.0 <= p <= 1.0 and not math.isnan(p)
 
 
-def _failure_reason(rows: list[dict], has_reference: bool) -> str:
+def _failure_reason(rows: list[Judgment], has_reference: bool) -> str:
     if not has_reference:
         return "no reference answer"
     if not rows:
         return "not judged"
     reasons = []
     for row in rows:
-        p = row.get("preference")
-        if row.get("error"):
-            reasons.append(str(row["error"]))
-        elif p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            reasons.append(f"preference out of range: {p!r}")
+        if row.error:
+            reasons.append(str(row.error))
+        elif row.preference is not None and not 0.0 <= row.preference <= 1.0:
+            reasons.append(f"preference out of range: {row.preference!r}")
         else:
             reasons.append("unparsed verdict")
-    return "; ".join(f"{row.get('order', '?')}: {reason}" for row, reason in zip(rows, reasons))
+    return "; ".join(f"{row.order}: {reason}" for row, reason in zip(rows, reasons))
 
 
-def _tokens(record: dict | None) -> int | None:
-    if not record:
-        return None
-    value = record.get("answer_tokens")
-    return int(value) if isinstance(value, (int, float)) else None
+@dataclass
+class _Prompt:
+    """One prompt while scoring: its PromptValue and which side each successful order preferred."""
+
+    value: PromptValue
+    winners: dict[str, str]
 
 
-def _per_prompt(ids: list[str], grouped: dict[str, list[dict]], model_answers: dict[str, dict],
-                reference_answers: dict[str, dict]) -> tuple[list[dict], list[dict], dict[str, str]]:
+def _per_prompt(ids: list[str], grouped: dict[str, list[Judgment]], model_answers: dict[str, AnswerRecord],
+                reference_answers: dict[str, AnswerRecord]) -> tuple[list[_Prompt], list[dict], dict[str, str]]:
     """Per-prompt values, the successful calls (for position and LC stats), and failures by id."""
     per_prompt, calls, failures = [], [], {}
     for pid in ids:
         model, reference = model_answers.get(pid), reference_answers.get(pid)
         rows = grouped.get(pid, [])
         good = [r for r in rows if _valid(r)]
-        category = (model or reference or {}).get("category") or (rows[0].get("category") if rows else None)
-        entry = {"id": pid, "category": category, "value": None, "orders": len(good),
-                 "identical": bool(good) and all(r.get("identical") for r in good),
-                 "model_tokens": _tokens(model), "reference_tokens": _tokens(reference)}
+        entry = PromptValue(id=pid, category=(model or reference).category if (model or reference) else None,
+                            orders=len(good), identical=bool(good) and all(r.identical for r in good),
+                            model_tokens=model.answer_tokens if model else None,
+                            reference_tokens=reference.answer_tokens if reference else None)
+        winners: dict[str, str] = {}
         if not good:
             failures[pid] = _failure_reason(rows, reference is not None or bool(rows))
         else:
-            prefs = [float(r["preference"]) for r in good]
-            entry["value"] = float(np.mean(prefs))
-            entry["order_winners"] = {r.get("order"): outcome(float(r["preference"])) for r in good}
-            for r in good:
-                calls.append({"id": pid, "p": float(r["preference"]), "order": r.get("order"),
-                              "identical": bool(r.get("identical")),
-                              "model_tokens": entry["model_tokens"],
-                              "reference_tokens": entry["reference_tokens"]})
-        per_prompt.append(entry)
+            entry.value = float(np.mean([r.preference for r in good]))
+            winners = {r.order: outcome(float(r.preference)) for r in good}
+            calls += [{"id": pid, "p": float(r.preference), "order": r.order, "identical": r.identical,
+                       "model_tokens": entry.model_tokens, "reference_tokens": entry.reference_tokens}
+                      for r in good]
+        per_prompt.append(_Prompt(entry, winners))
     return per_prompt, calls, failures
 
 
-def _flip_rate(scored: list[dict]) -> float | None:
-    both = [e for e in scored if e["orders"] >= 2 and len(e["order_winners"]) >= 2 and not e["identical"]]
+def _flip_rate(scored: list[_Prompt]) -> float | None:
+    both = [e for e in scored if e.value.orders >= 2 and len(e.winners) >= 2 and not e.value.identical]
     if not both:
         return None
-    flips = sum(1 for e in both if {"win", "loss"} <= set(e["order_winners"].values()))
+    flips = sum(1 for e in both if {"win", "loss"} <= set(e.winners.values()))
     return flips / len(both)
 
 
@@ -203,16 +194,16 @@ def _first_slot(calls: list[dict]) -> float | None:
     return float(np.mean(slot_a)) if slot_a else None
 
 
-def _per_category(scored: list[dict], rng: np.random.Generator, n_boot: int) -> dict[str, dict]:
+def _per_category(scored: list[PromptValue], rng: np.random.Generator, n_boot: int) -> dict[str, CategoryScore]:
     by_cat: dict[str, list[float]] = defaultdict(list)
     for entry in scored:
-        by_cat[entry["category"] or "uncategorized"].append(entry["value"])
+        by_cat[entry.category or "uncategorized"].append(entry.value)
     result = {}
     for category in sorted(by_cat):
         values = np.array(by_cat[category])
         low, high = bootstrap_ci(values, rng, n_boot)
-        result[category] = {"score": _pct(values.mean()), "ci_low": _pct(low), "ci_high": _pct(high),
-                            "n": int(values.size)}
+        result[category] = CategoryScore(score=_pct(values.mean()), ci_low=_pct(low), ci_high=_pct(high),
+                                         n=int(values.size))
     return result
 
 
@@ -220,61 +211,60 @@ def _pct(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(100.0 * float(x), 2)
 
 
-def _ordered_ids(model_answers: dict, judgments: list[dict]) -> list[str]:
+def _ordered_ids(model_answers: dict, judgments: list[Judgment]) -> list[str]:
     ids = [str(k) for k in model_answers]
     seen = set(ids)
     for row in judgments:  # judged ids without a model answer still count: nothing is dropped silently
-        pid = str(row["id"])
-        if pid not in seen:
-            seen.add(pid)
-            ids.append(pid)
+        if row.id not in seen:
+            seen.add(row.id)
+            ids.append(row.id)
     return ids
 
 
-def compute_score(judgments: list[dict], model_answers: dict[str, dict], reference_answers: dict[str, dict],
-                  target: int = 540, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """The score.json dict of docs/formats.md (all keys except "judge").
+def _lc_warning(lc: float | None, score: float, n: int) -> str | None:
+    if lc is None or not n or abs(100 * lc - 100 * score) <= LC_WARN_POINTS:
+        return None
+    return (f"length-controlled score {100 * lc:.1f} differs from the raw score {100 * score:.1f} "
+            f"by more than {LC_WARN_POINTS:g} points: answer length drives the judge's preference")
+
+
+def _lengths(per_prompt: list[PromptValue], target: int) -> Lengths:
+    model = [e.model_tokens for e in per_prompt if e.model_tokens is not None]
+    reference = [e.reference_tokens for e in per_prompt if e.reference_tokens is not None]
+    return Lengths(target=target, model=LengthStats.of(model, target), reference=LengthStats.of(reference, target))
+
+
+def compute_score(judgments: list[Judgment], model_answers: dict[str, AnswerRecord],
+                  reference_answers: dict[str, AnswerRecord], target: int = DEFAULT_TARGET, seed: int = 0,
+                  n_boot: int = 2000) -> Score:
+    """The Score of docs/formats.md (all but `judge`, which the judge stage adds).
 
     `model_answers` defines the prompts given (its keys, in order); `reference_answers` may hold more ids.
-    Extra keys beyond formats.md: `partial` (prompts scored from one order), `tie_eps`, `n_boot`, `seed`.
-    `identical_pairs` counts the prompts scored ½ without a judge call (both answers the same text).
+    `partial` counts prompts scored from one order; `identical_pairs` those scored ½ without a judge call.
     """
     ids = _ordered_ids(model_answers, judgments)
-    per_prompt, calls, failures = _per_prompt(ids, _group_calls(judgments), model_answers, reference_answers)
-    scored = [e for e in per_prompt if e["value"] is not None]
-    values = np.array([e["value"] for e in scored], dtype=float)
+    prompts, calls, failures = _per_prompt(ids, _group_calls(judgments), model_answers, reference_answers)
+    per_prompt = [p.value for p in prompts]
+    scored = [e for e in per_prompt if e.value is not None]
+    values = np.array([e.value for e in scored], dtype=float)
     rng = np.random.default_rng(seed)
     low, high = bootstrap_ci(values, rng, n_boot)
     score = float(values.mean()) if values.size else math.nan
     outcomes = [outcome(v) for v in values]
     n = len(scored)
     lc = length_controlled(calls)
-    lc_warning = None
-    if lc is not None and n and abs(100 * lc - 100 * score) > LC_WARN_POINTS:
-        lc_warning = (f"length-controlled score {100 * lc:.1f} differs from the raw score {100 * score:.1f} "
-                      f"by more than {LC_WARN_POINTS:g} points: answer length drives the judge's preference")
-    partial = [e["id"] for e in scored if e["orders"] < 2]
-    identical = [e["id"] for e in scored if e["identical"]]
-    return {
-        "score": _pct(score), "ci_low": _pct(low), "ci_high": _pct(high), "ci_level": CI_LEVEL,
-        "n": n, "n_prompts": len(ids),
-        "failures": {"count": len(failures), "ids": list(failures), "reasons": failures},
-        "partial": {"count": len(partial), "ids": partial},
-        "identical_pairs": {"count": len(identical), "ids": identical},
-        "wins": outcomes.count("win"), "ties": outcomes.count("tie"), "losses": outcomes.count("loss"),
-        "tie_rate": round(outcomes.count("tie") / n, 4) if n else None,
-        "order_flip_rate": _round(_flip_rate(scored)),
-        "first_slot_win_rate": _round(_first_slot(calls)),
-        "lc_score": _pct(lc), "lc_warning": lc_warning,
-        "per_category": _per_category(scored, rng, n_boot),
-        "lengths": {"target": target,
-                    "model": length_stats([t for e in per_prompt if (t := e["model_tokens"]) is not None], target),
-                    "reference": length_stats(
-                        [t for e in per_prompt if (t := e["reference_tokens"]) is not None], target)},
-        "tie_eps": TIE_EPS, "n_boot": n_boot, "seed": seed,
-        "per_prompt": [{k: e[k] for k in ("id", "category", "value", "orders", "identical", "model_tokens",
-                                          "reference_tokens")} for e in per_prompt],
-    }
+    partial = [e.id for e in scored if e.orders < 2]
+    identical = [e.id for e in scored if e.identical]
+    return Score(
+        score=_pct(score), ci_low=_pct(low), ci_high=_pct(high), ci_level=CI_LEVEL, n=n, n_prompts=len(ids),
+        failures=Failures(count=len(failures), ids=list(failures), reasons=failures),
+        partial=IdList(count=len(partial), ids=partial), identical_pairs=IdList(count=len(identical), ids=identical),
+        wins=outcomes.count("win"), ties=outcomes.count("tie"), losses=outcomes.count("loss"),
+        tie_rate=round(outcomes.count("tie") / n, 4) if n else None,
+        order_flip_rate=_round(_flip_rate([p for p in prompts if p.value.value is not None])),
+        first_slot_win_rate=_round(_first_slot(calls)), lc_score=_pct(lc), lc_warning=_lc_warning(lc, score, n),
+        per_category=_per_category(scored, rng, n_boot), lengths=_lengths(per_prompt, target),
+        tie_eps=TIE_EPS, n_boot=n_boot, seed=seed, per_prompt=per_prompt)
 
 
 def _round(x: float | None) -> float | None:

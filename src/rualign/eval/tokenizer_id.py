@@ -41,13 +41,13 @@ def same(a: str, b: str) -> bool:
     return name_a == name_b
 
 
-def file_tokenizers(records: Iterable[dict]) -> set[str]:
-    """Tokenizer identities named in an answers file (records without one are not counted)."""
-    return {str(r["tokenizer"]) for r in records if r.get("tokenizer")}
+def file_tokenizers(records: Iterable[Any]) -> set[str]:
+    """Tokenizer identities named in an answers file's records (records without one are not counted)."""
+    return {str(r.tokenizer) for r in records if r.tokenizer}
 
 
-def check_same(model_path: str | Path, model_records: Iterable[dict], reference_path: str | Path,
-               reference_records: Iterable[dict]) -> str | None:
+def check_same(model_path: str | Path, model_records: Iterable[Any], reference_path: str | Path,
+               reference_records: Iterable[Any]) -> str | None:
     """Raise when model and reference answer lengths were counted in different tokenizers.
 
     Returns the shared identity (None when neither file names one: nothing to compare)."""

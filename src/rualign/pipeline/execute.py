@@ -16,7 +16,8 @@ from typing import Callable
 from rualign.pipeline.plan import Node, Plan, RunPlan
 from rualign.paths import contained, remove_tree
 from rualign.progress import stage_log
-from rualign.runs import files_record, read_manifest, write_json, write_manifest
+from rualign.records import RefLoss, RunInfo, StageInfo, write_ref_loss, write_run_info
+from rualign.runs import files_record, read_manifest, write_manifest
 
 
 def _say(message: str) -> None:
@@ -65,25 +66,11 @@ def model_location(node: Node, plan: Plan) -> str:
     if node.spec["model_node"] is None:
         return node.spec["model"]
     train = plan.nodes[node.spec["model_node"]]
-    return read_manifest(train.folder / train.spec["stage"].name)["model_path"]
-
-
-def _backend(node: Node, plan: Plan):
-    from rualign.eval import backends
-
-    gen, model = node.spec["generation"], model_location(node, plan)
-    if gen.backend == "hf":
-        return backends.HFBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
-                                  bf16=gen.bf16)
-    if gen.backend == "vllm":
-        return backends.VLLMBackend(model, chat_template=node.spec["chat_template"], batch_size=gen.batch_size,
-                                    seed=gen.seed)
-    return backends.OpenAIBackend(model, base_url=gen.base_url, api_key_env=gen.api_key_env,
-                                  batch_size=gen.batch_size)
+    return read_manifest(train.folder / train.spec["stage"].name).model_path
 
 
 def _run_answers(node: Node, plan: Plan) -> None:
-    from rualign.eval.backends import GenParams
+    from rualign.eval.gen_config import make_generation_backend
     from rualign.eval.generate import TokenCounter, run_with_progress
     from rualign.eval.prompts_io import load_prompts
 
@@ -91,23 +78,22 @@ def _run_answers(node: Node, plan: Plan) -> None:
     if node.spec["limit"]:
         prompts = prompts[: node.spec["limit"]]
     gen = node.spec["generation"]
-    params = GenParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                       seed=gen.seed)
-    backend = _backend(node, plan)
-    summary = run_with_progress(prompts, backend, params, node.folder / "answers.jsonl",
+    backend = make_generation_backend(gen, model_location(node, plan), chat_template=node.spec["chat_template"],
+                                      trust_remote_code=node.spec["trust_remote_code"])
+    summary = run_with_progress(prompts, backend, gen.params(), node.folder / "answers.jsonl",
                                 counter=TokenCounter(node.spec["tokenizer"]))
     if node.spec.get("heldout") and hasattr(backend, "lm"):  # ref_loss needs the model in process (hf)
         from rualign.eval.metrics import heldout_conversations, reference_loss
 
         spec, limit = node.spec["heldout"]
         result = reference_loss(backend.lm, backend.tokenizer, heldout_conversations(spec, limit))
-        write_json(node.folder / "ref_loss.json", {**result, "heldout": spec, "limit": limit})
+        write_ref_loss(node.folder / "ref_loss.json", RefLoss(**result, heldout=spec, limit=limit))
     write_manifest(node.folder, stage="answers", config_hash=node.key, model=backend.model,
                    files=files_record(node.folder, ["answers.jsonl"]),
                    prompts=node.spec["prompts"], count=summary.total, generated=summary.generated,
                    reused=summary.reused, finish_reasons=summary.finish_reasons,
                    seconds=round(summary.seconds, 2), new_tokens=summary.new_tokens,
-                   params=gen.model_dump(mode="json", exclude={"api_key_env"}))
+                   params=gen.output_key())
 
 
 def reference_path(run: RunPlan, plan: Plan) -> Path:
@@ -173,11 +159,11 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     (folder / "ref_loss.json").unlink(missing_ok=True)
     if ref_loss.is_file():
         _copy(ref_loss, folder / "ref_loss.json")
-    stages = [{"name": s.name, "method": s.method, "data": label} for s, label in zip(exp.stages, run.stage_data)]
-    description = exp.description or ("; ".join(f"{s['method']} on {s['data']}" for s in stages) or "base model")
-    write_json(folder / "run.json", {
-        "name": exp.name, "description": description, "model": exp.model, "stages": stages,
-        "reference_answers": str(reference_path(run, plan)), "target": exp.eval.target,
-        "judge": run.judge_config.public(), "config_hash": plan.nodes[run.judge].key,
-        "store": {"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}})
+    stages = [StageInfo(name=s.name, method=s.method, data=label) for s, label in zip(exp.stages, run.stage_data)]
+    description = exp.description or ("; ".join(f"{s.method} on {s.data}" for s in stages) or "base model")
+    write_run_info(folder / "run.json", RunInfo(
+        name=exp.name, description=description, model=exp.model, stages=stages,
+        reference_answers=str(reference_path(run, plan)), target=exp.eval.target,
+        judge=run.judge_config.public(), config_hash=plan.nodes[run.judge].key,
+        store={"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}))
     return folder

@@ -19,16 +19,12 @@ from typing import Any
 
 from rualign.config import resolve_relative, validate
 from rualign.errors import ConfigError, RualignError
-from rualign.eval.schema import JudgeConfig, parse_judge_spec
+from rualign.eval.schema import JudgeConfig, is_judge_spec, parse_judge_spec
 from rualign.pipeline.schema import Experiment, Generation
 from rualign.redact import redact_url
 from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, verify_files
 from rualign.train.schema import StageConfig
 
-# Keys that do not change a trained model (the same set train/run.py leaves out of its stage key).
-_COSMETIC = {"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"}
-_JUDGE_KEYS = {"backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
-               "n_ctx"}
 _MODEL_PARAMS = ("ref_model", "reward_model")  # stage params that may name another stage
 
 
@@ -52,19 +48,18 @@ class Node:
             return is_finished(self.folder, self.key)
         if self.kind == "train":
             manifest = read_manifest(self.folder / self.spec["stage"].name)
-            return manifest is not None and "model_path" in manifest
+            return manifest is not None and getattr(manifest, "model_path", None) is not None
         return judge_finished(self.folder)
 
 
 def judge_finished(folder: Path) -> bool:
     """Finished unless a call failed at the API (worth retrying); a verdict the judge did not give in a
     parseable form is final (the same call gives the same text again) and is reported as a failure."""
-    import json
+    from rualign.records import read_judgments
 
     if read_manifest(folder) is None or not (folder / "score.json").is_file():
         return False
-    with open(folder / "judgments.jsonl", encoding="utf-8") as handle:
-        return not any(str(json.loads(line).get("error") or "").startswith("api") for line in handle if line.strip())
+    return not any((row.error or "").startswith("api") for row in read_judgments(folder / "judgments.jsonl"))
 
 
 @dataclass
@@ -180,7 +175,8 @@ def _train_nodes(exp: Experiment, plan: Plan) -> tuple[Node | None, list[str]]:
             elif named in {s.name for s in config.stages}:
                 raise ConfigError(f"stage '{stage.name}': {param} '{named}' must be an ancestor of the stage "
                                   "(it has to finish first)", path=exp._source)
-        key = stable_hash({"stage": stage.model_dump(mode="json", exclude=_COSMETIC | {"data", "parent"}),
+        # The data is keyed by its content hash, so its spelling (a name, a path) is left out here.
+        key = stable_hash({"stage": stage.key_fields(without=frozenset({"data"})),
                            "data": data_key, "deps": {n: d.key for n, d in sorted(deps.items())},
                            "model": exp.model, "chat_template": exp.chat_template, "seed": exp.seed,
                            "trust_remote_code": exp.trust_remote_code, "version": 1})
@@ -198,11 +194,12 @@ def _train_nodes(exp: Experiment, plan: Plan) -> tuple[Node | None, list[str]]:
 
 
 def _answers_node(model: str, model_node: Node | None, chat_template: str, generation: Generation,
-                  exp: Experiment, prompts_hash: str, prompts: str, label: str, plan: Plan) -> Node:
+                  exp: Experiment, prompts_hash: str, prompts: str, label: str, plan: Plan,
+                  trust_remote_code: bool = False) -> Node:
     identity = f"train:{model_node.key}" if model_node else model
-    gen = generation.model_dump(mode="json", exclude={"batch_size", "api_key_env"})
     keyed = {"model": identity, "chat_template": chat_template, "prompts": prompts_hash,
-             "limit": exp.eval.limit, "generation": gen, "tokenizer": exp.eval.tokenizer, "version": 1}
+             "limit": exp.eval.limit, "generation": generation.output_key(), "tokenizer": exp.eval.tokenizer,
+             "version": 1}
     heldout = (exp.eval.heldout, exp.eval.heldout_limit) if exp.eval.heldout else None
     if heldout:  # only then: configs without held-out data keep their answers' hashes
         keyed["heldout"] = list(heldout)
@@ -210,7 +207,7 @@ def _answers_node(model: str, model_node: Node | None, chat_template: str, gener
     node = Node("answers", key, f"answers {label}", plan.store / "answers" / key,
                 {"model": model, "model_node": model_node.id if model_node else None, "chat_template": chat_template,
                  "generation": generation, "prompts": prompts, "limit": exp.eval.limit,
-                 "tokenizer": exp.eval.tokenizer, "heldout": heldout},
+                 "tokenizer": exp.eval.tokenizer, "heldout": heldout, "trust_remote_code": trust_remote_code},
                 deps=[model_node.id] if model_node else [],
                 notes=[] if model_node else _model_note(model, exp))
     return plan.add(node, exp.name)
@@ -220,8 +217,7 @@ def judge_config(exp: Experiment) -> JudgeConfig:
     judge = exp.eval.judge
     if isinstance(judge, JudgeConfig):
         return judge
-    kind = judge.partition(":")[0]
-    spec = judge if kind in ("llamacpp", "local", "openai") else _resolve(judge, exp)
+    spec = judge if is_judge_spec(judge) else _resolve(judge, exp)
     return parse_judge_spec(spec)
 
 
@@ -237,8 +233,9 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     else:
         prompts_hash = file_hash(resolve_prompts_path(prompts))  # a missing file is a DataError naming it
     final, labels = _train_nodes(exp, plan)
+    # The experiment's trust_remote_code covers its own model; a reference model is never trusted implicitly.
     answers = _answers_node(exp.model, final, exp.chat_template, exp.eval.generation, exp, prompts_hash,
-                            prompts, exp.name, plan)
+                            prompts, exp.name, plan, trust_remote_code=exp.trust_remote_code)
     ref = exp.eval.reference
     if ref.answers is not None:
         ref_path = Path(_resolve(ref.answers, exp))
@@ -254,10 +251,9 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     if missing_note and missing_note not in answers.notes:
         answers.notes.append(missing_note)
     cfg = judge_config(exp)
-    relevant = cfg.model_dump(mode="json", include=_JUDGE_KEYS)
-    key = stable_hash({"answers": answers.key, "reference": ref_key, "judge": relevant, "target": exp.eval.target,
+    key = stable_hash({"answers": answers.key, "reference": ref_key, "judge": cfg.judge_key(), "target": exp.eval.target,
                        "seed": exp.eval.judge_seed, "version": 1})
-    notes = [f"judge endpoint {redact_url(cfg.base_url)}: not contacted in a dry run"] if cfg.backend == "openai" else []
+    notes = [f"judge endpoint {redact_url(cfg.base_url)}: not contacted in a dry run"] if cfg.base_url else []
     judge = plan.add(Node("judge", key, f"judge {exp.name}", plan.store / "judge" / key,
                           {"answers": answers.id, "reference": reference, "config": cfg, "target": exp.eval.target,
                            "seed": exp.eval.judge_seed},

@@ -17,32 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from rualign.config import Seed, Strict, parse_yaml_text, resolve_relative
+from rualign.config import Seed, Strict, describe_error, key_line, parse_yaml_text, resolve_relative
 from rualign.errors import ConfigError
 from rualign.paths import SafeName
+from rualign.eval.gen_config import Generation
 from rualign.eval.schema import JudgeConfig
+from rualign.records import DEFAULT_TARGET
 from rualign.train.schema import StageConfig, TrainConfig
 
 EXPERIMENT_KEYS = ("name", "description", "model", "chat_template", "seed", "trust_remote_code", "data",
                    "stage_defaults", "stages", "eval")
-
-
-class Generation(Strict):
-    backend: Literal["hf", "openai", "vllm"] = "hf"
-    max_new_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: Seed = 0
-    batch_size: int = Field(16, ge=1)
-    bf16: Literal["auto", "on", "off"] = "auto"
-    base_url: str | None = None        # openai backend: where the model is served
-    api_key_env: str | None = None     # openai backend: NAME of the env var with the key
-
-    @model_validator(mode="after")
-    def _url(self) -> "Generation":
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai generation backend needs base_url")
-        return self
 
 
 class Reference(Strict):
@@ -68,7 +52,7 @@ class Evaluation(Strict):
     reference: Reference
     judge: str | JudgeConfig = Field(description="judge SPEC (llamacpp:default, local:..., openai:m@url, "
                                                  "judge.yaml) or an inline judge mapping")
-    target: int = Field(540, ge=1)
+    target: int = Field(DEFAULT_TARGET, ge=1)
     judge_seed: Seed = 0
     heldout: str | None = Field(None, description="held-out conversations for ref_loss (hf backend): "
                                                   "bundled:grandmaster (its test split) or a JSONL file")
@@ -185,24 +169,6 @@ def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, 
     return deep_merge(merged, own), layers
 
 
-def key_line(node: yaml.Node | None, loc: tuple) -> int | None:
-    """The line of the key (or list item) at exactly `loc`, or None when the file does not have it."""
-    for index, key in enumerate(loc):
-        last = index == len(loc) - 1
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
-            if pair is None:
-                return None
-            if last:
-                return pair[0].start_mark.line + 1
-            node = pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-            node = node.value[key]
-        else:
-            return None
-    return node.start_mark.line + 1 if node is not None else None
-
-
 def _locate(layers: list[_Layer], candidates: list[tuple]) -> tuple[Path, int | None]:
     """Where a key is written: an exact match in any layer first, then its parent; else the main file."""
     for partial in (False, True):
@@ -225,15 +191,6 @@ def _candidates(prefixes: list[tuple], loc: tuple) -> list[tuple]:
     return found
 
 
-def _describe(error: dict) -> str:
-    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{loc}'"
-    if error["type"] == "missing":
-        return f"missing required key '{loc}'"
-    return f"'{loc}': {error['msg'].removeprefix('Value error, ')}"
-
-
 def _validate(model: type, data: dict, layers: list[_Layer], prefixes: list[tuple]):
     from pydantic import ValidationError
 
@@ -246,9 +203,9 @@ def _validate(model: type, data: dict, layers: list[_Layer], prefixes: list[tupl
         if named:  # a stage's method keys are checked as a group: point at the first unknown one
             loc += (named.group(1),)
         path, line = _locate(layers, _candidates(prefixes, loc))
-        message = _describe(errors[0])
+        message = describe_error(errors[0])
         if len(errors) > 1:
-            message += "; also: " + "; ".join(_describe(e) for e in errors[1:4])
+            message += "; also: " + "; ".join(describe_error(e) for e in errors[1:4])
         raise ConfigError(message, path=path, line=line) from exc
 
 

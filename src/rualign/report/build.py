@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from rualign.errors import DataError, RualignError
-from rualign.runs import file_hash, read_jsonl, stable_hash, write_manifest, write_text
+from rualign.errors import RualignError
+from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, Judgment, RunInfo, Score, StageInfo,
+                             read_answers, read_judgments, read_ref_loss, read_run_info, read_score)
+from rualign.runs import file_hash, stable_hash, write_manifest, write_text
 
 RUN_FOLDER = "a run folder written by `rualign run` (run.json, answers.jsonl, judge/score.json)"
-_SCORE_KEYS = ("score", "ci_low", "ci_high", "n")
-_ANSWER_KEYS = ("id", "answer", "answer_tokens")
 
 
 @dataclass
@@ -26,83 +25,14 @@ class Run:
     folder: Path
     name: str
     description: str
-    stages: list[dict]
-    answers: list[dict]
-    score: dict | None  # None: not judged
-    judgments: dict[str, list[dict]] = field(default_factory=dict)  # id -> judge calls
-    references: dict[str, dict] = field(default_factory=dict)  # id -> reference answer row
+    stages: list[StageInfo]
+    answers: list[AnswerRecord]
+    score: Score | None  # None: not judged
+    judgments: dict[str, list[Judgment]] = field(default_factory=dict)  # id -> judge calls
+    references: dict[str, AnswerRecord] = field(default_factory=dict)  # id -> reference answer
     reference_path: str | None = None
     notes: list[str] = field(default_factory=list)
     ref_loss: float | None = None  # ref_loss.json of the run folder (hf generation with eval.heldout)
-
-
-def _read_json(path: Path, expected: str) -> Any:
-    from rualign.textio import read_json
-
-    return read_json(path, expected=expected)  # NaN/Infinity and non-UTF-8 are DataErrors naming the file
-
-
-def _read_answers(path: Path, what: str) -> list[dict]:
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        missing = [k for k in _ANSWER_KEYS if not isinstance(row, dict) or k not in row]
-        if missing:
-            # read_jsonl skips blank lines, so the row number is the n-th record, said as such.
-            raise DataError(f"{what} record {number} lacks {', '.join(missing)}", path=path,
-                            expected='answers.jsonl records {"id", "answer", "answer_tokens", ...}')
-        tokens = row["answer_tokens"]
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0 or not isinstance(row["answer"], str):
-            raise DataError(f"{what} record {number} has answer_tokens {tokens!r} / answer of type "
-                            f"{type(row['answer']).__name__}", path=path,
-                            expected="answer_tokens a whole number >= 0 and answer a string")
-    return rows
-
-
-# score.json fields the report reads, with their allowed range (None is allowed: "not available").
-_SCORE_RANGES = {"score": (0, 100), "ci_low": (0, 100), "ci_high": (0, 100), "lc_score": (0, 100),
-                 "n": (0, None), "n_prompts": (0, None), "wins": (0, None), "ties": (0, None), "losses": (0, None),
-                 "tie_rate": (0, 1), "order_flip_rate": (0, 1)}
-
-
-def _check_score_numbers(score: dict, path: Path) -> None:
-    """Every number the report shows or plots is a finite number in its range (a string score would crash
-    the plots; a 2403 would be shown as if real)."""
-    for key, (low, high) in _SCORE_RANGES.items():
-        value = score.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                low <= value and (high is None or value <= high)):
-            raise DataError(f"score.json '{key}' is {value!r}", path=path,
-                            expected=f"a number in [{low}, {high if high is not None else 'inf'}] or null")
-    low, mid, high = score.get("ci_low"), score.get("score"), score.get("ci_high")
-    if None not in (low, mid, high) and not low <= mid <= high:
-        raise DataError(f"score.json has ci_low {low}, score {mid}, ci_high {high}", path=path,
-                        expected="ci_low <= score <= ci_high")
-    for section in ("lengths", "failures", "identical_pairs", "judge"):
-        if score.get(section) is not None and not isinstance(score[section], dict):
-            raise DataError(f"score.json '{section}' is not an object", path=path)
-    per_prompt = score.get("per_prompt")
-    if per_prompt is not None and not isinstance(per_prompt, list):
-        raise DataError("score.json 'per_prompt' is not a list", path=path)
-    for number, entry in enumerate(per_prompt or [], start=1):
-        value = entry.get("value") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or "id" not in entry or (value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1)):
-            raise DataError(f"score.json per_prompt entry {number} is {str(entry)[:80]}", path=path,
-                            expected='{"id": ..., "value": a number in [0, 1] or null}')
-    tie_eps = score.get("tie_eps")
-    if tie_eps is not None and (isinstance(tie_eps, bool) or not isinstance(tie_eps, (int, float))
-                                or not 0 <= tie_eps < 0.5):
-        raise DataError(f"score.json 'tie_eps' is {tie_eps!r}", path=path, expected="a number in [0, 0.5)")
-    lengths = (score.get("lengths") or {}).get("model")
-    if lengths is not None and not isinstance(lengths, dict):
-        raise DataError("score.json 'lengths.model' is not an object", path=path)
-    for key, value in (lengths or {}).items():
-        if value is not None and key in ("mean", "median", "p90") and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise DataError(f"score.json 'lengths.model.{key}' is {value!r}", path=path,
-                            expected="a number >= 0 or null")
 
 
 def _check_run_folder(folder: Path) -> None:
@@ -116,67 +46,48 @@ def _check_run_folder(folder: Path) -> None:
                            expected=RUN_FOLDER, hint="pass the folders `rualign run` wrote, one per experiment")
 
 
-def _load_score(folder: Path) -> dict | None:
+def _load_score(folder: Path) -> Score | None:
     path = folder / "judge" / "score.json"
-    if not path.is_file():
-        return None
-    score = _read_json(path, "score.json of docs/formats.md")
-    missing = [k for k in _SCORE_KEYS if not isinstance(score, dict) or k not in score]
-    if missing:
-        raise DataError(f"score.json lacks {', '.join(missing)}", path=path, expected="score.json of docs/formats.md")
-    _check_score_numbers(score, path)
-    return score
+    return read_score(path) if path.is_file() else None
 
 
-def _load_judgments(folder: Path) -> dict[str, list[dict]]:
+def _load_judgments(folder: Path) -> dict[str, list[Judgment]]:
     path = folder / "judge" / "judgments.jsonl"
-    grouped: dict[str, list[dict]] = {}
+    grouped: dict[str, list[Judgment]] = {}
     if path.is_file():
-        for number, row in enumerate(read_jsonl(path), start=1):
-            if not isinstance(row, dict):
-                raise DataError(f"judgment record {number} is not a JSON object", path=path)
-            grouped.setdefault(str(row.get("id")), []).append(row)
-    order = {"model_first": 0, "reference_first": 1}
+        for row in read_judgments(path):
+            grouped.setdefault(row.id, []).append(row)
     for rows in grouped.values():
-        rows.sort(key=lambda r: order.get(r.get("order"), 2))
+        rows.sort(key=lambda r: ORDERS.index(r.order))
     return grouped
 
 
-def _load_references(folder: Path, meta: dict, run: Run) -> None:
-    ref = meta.get("reference_answers")
-    if not ref:
+def _load_references(folder: Path, meta: RunInfo, run: Run) -> None:
+    if not meta.reference_answers:
         run.notes.append("run.json names no reference_answers: reference texts are not shown")
         return
-    path = Path(ref)
+    path = Path(meta.reference_answers)
     if not path.is_absolute():
         path = folder / path  # a relative path in run.json is relative to its run folder
     run.reference_path = str(path)
     if not path.is_file():
         run.notes.append(f"reference answers not found at {path}: reference texts are not shown")
         return
-    run.references = {str(row["id"]): row for row in _read_answers(path, "reference answers")}
+    run.references = {row.id: row for row in read_answers(path, require_prompt=False)}
 
 
 def load_run(folder: str | Path) -> Run:
     """Read and validate one run folder."""
     folder = Path(folder)
     _check_run_folder(folder)
-    meta = _read_json(folder / "run.json", "run.json of docs/formats.md")
-    if not isinstance(meta, dict):
-        raise DataError("run.json is not a JSON object", path=folder / "run.json",
-                        expected='{"name", "description", "stages", ...}')
-    stages = meta.get("stages") or []
-    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-        raise DataError("run.json 'stages' is not a list of objects", path=folder / "run.json",
-                        expected='"stages": [{"name", "method", "data"}, ...]')
-    run = Run(folder=folder, name=str(meta.get("name") or folder.name),
-              description=str(meta.get("description") or ""), stages=stages,
-              answers=_read_answers(folder / "answers.jsonl", "answers"), score=_load_score(folder),
+    meta = read_run_info(folder / "run.json")
+    run = Run(folder=folder, name=meta.name or folder.name, description=meta.description, stages=meta.stages,
+              answers=read_answers(folder / "answers.jsonl", require_prompt=False), score=_load_score(folder),
               judgments=_load_judgments(folder))
     if run.score is None:
         run.notes.append("not judged: judge/score.json is missing")
     if (folder / "ref_loss.json").is_file():
-        run.ref_loss = _read_json(folder / "ref_loss.json", '{"ref_loss": float, "tokens": int, ...}').get("ref_loss")
+        run.ref_loss = read_ref_loss(folder / "ref_loss.json").ref_loss
     _load_references(folder, meta, run)
     return run
 
@@ -212,7 +123,7 @@ def _input_record(run: Run) -> dict:
             "score": file_hash(score) if score.is_file() else None}
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, target: int = 540) -> dict:
+def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARGET) -> dict:
     """Write results.csv, report.md, plots/*.png, report.html and manifest.json into `out_dir`.
 
     Returns {"rows": [...], "files": {"csv", "md", "html", "plots": {name: path}}, "notes": [...]}.
@@ -223,9 +134,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = 540) -> dict
     runs = load_runs([Path(d) for d in run_dirs])
     rows = [tables.summary_row(run, target) for run in runs]
     notes = [f"{run.name}: {note}" for run in runs for note in run.notes]
-    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row.get("lc_warning")]
+    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row["lc_warning"]]
     notes += [f"{row['name']}: {row['identical_pairs']} of {row['n_prompts']} answers are identical to the "
-              "reference: scored as ties (50) without a judge call" for row in rows if row.get("identical_pairs")]
+              "reference: scored as ties (50) without a judge call" for row in rows if row["identical_pairs"]]
     csv_path = out_dir / "results.csv"
     tables.write_csv(rows, csv_path)
     plot_files = plots.write_plots(runs, rows, target, out_dir / "plots")

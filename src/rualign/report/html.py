@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rualign.records import AnswerRecord, CategoryScore, Judgment, PromptValue
 from rualign.report.tables import DISPLAY_HEADERS, NOT_JUDGED, display_cells
 from rualign.runs import stable_hash
 
@@ -74,49 +75,45 @@ def prompt_text(messages: object) -> str:
     return "\n\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in turns)
 
 
-def _outcome(run: "Run", pid: str, per_prompt: dict[str, dict], failures: dict) -> tuple[str, float | None, str | None]:
+def _outcome(run: "Run", pid: str, entry: PromptValue | None) -> tuple[str, float | None, str | None]:
     from rualign.eval.stats import TIE_EPS, outcome
 
     if run.score is None:
         return NOT_JUDGED, None, None
-    entry = per_prompt.get(pid)
-    if entry is None or entry.get("value") is None:
-        reasons = failures.get("reasons")
-        reason = reasons.get(pid) if isinstance(reasons, dict) else None
+    if entry is None or entry.value is None:
+        reason = run.score.failures.reasons.get(pid)
         return "failure", None, str(reason or "no score for this prompt in score.json")
-    value = float(entry["value"])
-    return outcome(value, float(run.score.get("tie_eps", TIE_EPS))), value, None
+    tie_eps = run.score.tie_eps if run.score.tie_eps is not None else TIE_EPS
+    return outcome(entry.value, tie_eps), entry.value, None
 
 
-def _verdicts(rows: list[dict], strings: _Strings) -> list[dict]:
-    return [{"order": str(r.get("order", "?")), "mode": r.get("mode"), "preference": r.get("preference"),
-             "verdict": r.get("verdict"), "probs": r.get("probs"), "error": r.get("error"),
-             "cached": bool(r.get("cached")), "identical": bool(r.get("identical")),
-             "raw": strings.add(r.get("raw") or None)} for r in rows]
+def _verdicts(rows: list[Judgment], strings: _Strings) -> list[dict]:
+    return [{"order": r.order, "mode": r.mode, "preference": r.preference, "verdict": r.verdict, "probs": r.probs,
+             "error": r.error, "cached": r.cached, "identical": r.identical, "raw": strings.add(r.raw or None)}
+            for r in rows]
+
+
+def _item(index: int, run: "Run", answer: AnswerRecord, entry: PromptValue | None, strings: _Strings) -> dict:
+    outcome, value, failure = _outcome(run, answer.id, entry)
+    reference = run.references.get(answer.id)
+    ref_tokens = reference.answer_tokens if reference else (entry.reference_tokens if entry else None)
+    return {"run": index, "id": answer.id, "category": answer.category or (entry.category if entry else None),
+            "prompt": strings.add(prompt_text(answer.prompt)), "answer": strings.add(answer.answer),
+            "reference": strings.add(reference.answer) if reference else None,
+            "mt": answer.answer_tokens, "rt": ref_tokens, "finish": answer.finish_reason,
+            "outcome": outcome, "value": value, "failure": failure,
+            "verdicts": _verdicts(run.judgments.get(answer.id, []), strings)}
 
 
 def browser_data(runs: list["Run"]) -> dict:
     """The answer browser's data: one item per prompt per run."""
-    strings, items, categories = _Strings(), [], set()
+    strings, items = _Strings(), []
     for index, run in enumerate(runs):
-        score = run.score or {}
-        per_prompt = {str(e.get("id")): e for e in score.get("per_prompt") or []}
-        failures = score.get("failures") or {}
-        for answer in run.answers:
-            pid = str(answer["id"])
-            outcome, value, failure = _outcome(run, pid, per_prompt, failures)
-            reference = run.references.get(pid)
-            ref_tokens = reference.get("answer_tokens") if reference else per_prompt.get(pid, {}).get("reference_tokens")
-            category = answer.get("category") or (per_prompt.get(pid) or {}).get("category")
-            categories.add(category or "—")
-            items.append({"run": index, "id": pid, "category": category, "prompt": strings.add(prompt_text(answer.get("prompt"))),
-                          "answer": strings.add(str(answer.get("answer", ""))),
-                          "reference": strings.add(str(reference["answer"])) if reference else None,
-                          "mt": answer.get("answer_tokens"), "rt": ref_tokens, "finish": answer.get("finish_reason"),
-                          "outcome": outcome, "value": value, "failure": failure,
-                          "verdicts": _verdicts(run.judgments.get(pid, []), strings)})
+        per_prompt = {e.id: e for e in run.score.per_prompt} if run.score else {}
+        items += [_item(index, run, answer, per_prompt.get(answer.id), strings) for answer in run.answers]
+    categories = {item["category"] or "—" for item in items}
     # Marks in localStorage are keyed by the report's runs and prompts, so two reports never share them.
-    review_key = stable_hash([[run.name, [str(a["id"]) for a in run.answers]] for run in runs])
+    review_key = stable_hash([[run.name, [a.id for a in run.answers]] for run in runs])
     return {"runs": [run.name for run in runs], "categories": sorted(categories), "outcomes": OUTCOMES,
             "strings": strings.values, "items": items, "review_key": review_key}
 
@@ -128,7 +125,7 @@ def _results_table(rows: list[dict]) -> str:
         cells = []
         for header, cell in zip(DISPLAY_HEADERS, display_cells(row)):
             cls = ' class="num"' if header in _NUMERIC else ' class="desc"' if header == "training data" else ""
-            title = f' title="{escape(row["lc_warning"])}"' if header == "LC score" and row.get("lc_warning") else ""
+            title = f' title="{escape(row["lc_warning"])}"' if header == "LC score" and row["lc_warning"] else ""
             cells.append(f"<td{cls}{title}>{escape(cell)}</td>")
         cls = ' class="not-judged"' if row["status"] == NOT_JUDGED else ""
         body.append(f'<tr{cls} data-run="{escape(row["name"])}">{"".join(cells)}</tr>')
@@ -140,38 +137,35 @@ def _pct(rate: float | None) -> str | None:
 
 
 def _diagnostics_table(rows: list[dict]) -> str:
-    headers = ["run", "wins", "ties", "losses", "identical pairs", "tie rate", "order-flip rate", "p90 tokens",
-               "prompts", "judge"]
+    headers = ["run", "wins", "ties", "losses", "identical pairs", "tie rate", "order-flip rate",
+               "first-slot win rate", "p90 tokens", "prompts", "judge"]
     body = []
     for row in rows:
         values = [row["name"], row["wins"], row["ties"], row["losses"], row["identical_pairs"], _pct(row["tie_rate"]),
-                  _pct(row["order_flip_rate"]), None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}",
-                  row["n_prompts"], row["judge"]]
+                  _pct(row["order_flip_rate"]), _pct(row["first_slot_win_rate"]),
+                  None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}", row["n_prompts"], row["judge"]]
         body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _category_cell(entry: CategoryScore | None) -> str:
+    if entry is None or entry.score is None:
+        return "<td>—</td>"
+    ci = f" [{entry.ci_low:.1f}, {entry.ci_high:.1f}]" if entry.ci_low is not None and entry.ci_high is not None else ""
+    return f'<td class="num">{escape(f"{entry.score:.1f}{ci} · n={entry.n}")}</td>'
+
+
 def _category_table(runs: list["Run"]) -> str:
     """Per-category scores from score.json (small n: read the CIs before the point estimates)."""
-    judged = [run for run in runs if run.score and run.score.get("per_category")]
-    categories = sorted({c for run in judged for c in run.score["per_category"]})
+    judged = [run for run in runs if run.score and run.score.per_category]
+    categories = sorted({c for run in judged for c in run.score.per_category})
     if not categories:
         return ""
     head = "<th>category</th>" + "".join(f"<th>{escape(run.name)}</th>" for run in judged)
-    body = []
-    for category in categories:
-        cells = []
-        for run in judged:
-            entry = run.score["per_category"].get(category)
-            if not entry or entry.get("score") is None:
-                cells.append("<td>—</td>")
-                continue
-            low, high = entry.get("ci_low"), entry.get("ci_high")
-            ci = f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else ""
-            text = "{:.1f}{} · n={}".format(entry["score"], ci, entry.get("n", "?"))
-            cells.append(f'<td class="num">{escape(text)}</td>')
-        body.append(f"<tr><td>{escape(str(category))}</td>{''.join(cells)}</tr>")
+    body = [f"<tr><td>{escape(str(category))}</td>"
+            f"{''.join(_category_cell(run.score.per_category.get(category)) for run in judged)}</tr>"
+            for category in categories]
     return (f'<h3>Score per category</h3><table id="category-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 

@@ -36,7 +36,7 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
     sc = joint.fit_joint(data, "sc", counts=counts)
     from rualign.eval.leaderboard import load_answers
 
-    ref_tokens = float(np.mean([r["answer_tokens"] for r in load_answers(inputs[0].reference, "reference").values()]))
+    ref_tokens = float(np.mean([r.answer_tokens for r in load_answers(inputs[0].reference, "reference").values()]))
     rows = []
     for k, run in enumerate(inputs):
         ex = extras[k]

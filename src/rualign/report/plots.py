@@ -87,8 +87,8 @@ def length_histograms(runs: list["Run"], target: int, path: Path) -> Path | None
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    series = [(run.name, [int(a["answer_tokens"]) for a in run.answers],
-               [int(r["answer_tokens"]) for r in run.references.values()]) for run in runs]
+    series = [(run.name, [a.answer_tokens for a in run.answers if a.answer_tokens is not None],
+               [r.answer_tokens for r in run.references.values() if r.answer_tokens is not None]) for run in runs]
     series = [s for s in series if s[1]]
     if not series:
         return None

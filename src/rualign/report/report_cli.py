@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rualign.records import DEFAULT_TARGET
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "answer browser into --out. Runs without judge/score.json are listed as 'not judged'.")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="experiment run folders")
     parser.add_argument("--out", type=Path, required=True, help="folder for the report files")
-    parser.add_argument("--target", type=int, default=540, help="target mean answer length in tokens (default 540)")
+    parser.add_argument("--target", type=int, default=DEFAULT_TARGET,
+                        help=f"target mean answer length in tokens (default {DEFAULT_TARGET})")
     parser.set_defaults(handler=run)
 
 

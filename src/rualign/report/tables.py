@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rualign.records import IdList, LengthStats, Score, StageInfo
 from rualign.runs import atomic_open
 
 if TYPE_CHECKING:
@@ -20,58 +21,66 @@ if TYPE_CHECKING:
     from rualign.report.build import Run
 
 NOT_JUDGED = "not judged"
-CSV_COLUMNS = ["name", "description", "stages", "status", "score", "ci_low", "ci_high", "lc_score", "n",
-               "n_prompts", "failures", "wins", "ties", "losses", "identical_pairs", "tie_rate", "order_flip_rate",
-               "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target", "capped_share",
-               "ru_share", "distinct2", "ref_loss", "judge", "lc_warning", "run_dir"]
+
+
+def score_columns() -> list[str]:
+    """The Score fields results.csv shows (records.shown), in the model's order: a new statistic is a column
+    as soon as its field is declared with `shown()`."""
+    return [name for name, info in Score.model_fields.items() if (info.json_schema_extra or {}).get("report") == "csv"]
+
+
+# Judge-free columns computed from the run folder itself (eval/metrics.py): answers stopped at max_new_tokens,
+# language, loops, held-out loss.
+ANSWER_COLUMNS = ["capped_share", "ru_share", "distinct2", "ref_loss"]
+CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), "mean_tokens", "median_tokens",
+               "p90_tokens", "gap_to_target", "target", *ANSWER_COLUMNS, "judge", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
                    "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC score", "n", "failures"]
 
 
-def stages_text(stages: list[dict]) -> str:
+def stages_text(stages: list[StageInfo]) -> str:
     """'sft → simpo' from run.json stages (method, else name); the base model alone is 'base'."""
-    names = [str(s.get("method") or s.get("name") or "?") for s in stages]
+    names = [str(s.method or s.name or "?") for s in stages]
     return " → ".join(names) if names else "base"
 
 
-def _answer_lengths(run: "Run", target: int) -> dict[str, float | None]:
-    from rualign.eval.stats import length_stats
+def _answer_lengths(run: "Run", target: int) -> LengthStats:
+    return LengthStats.of([a.answer_tokens for a in run.answers if a.answer_tokens is not None], target)
 
-    tokens = [int(a["answer_tokens"]) for a in run.answers if isinstance(a.get("answer_tokens"), (int, float))]
-    return length_stats(tokens, target)
+
+def _cell(value: Any) -> Any:
+    # A part with a count (failures, identical_pairs) is shown as its count.
+    return value.count if isinstance(value, IdList) else value
 
 
 def summary_row(run: "Run", target: int) -> dict[str, Any]:
     """One results row. Lengths come from score.json when judged (the judge's own count), else answers.jsonl."""
-    score = run.score or {}
-    lengths = ((score.get("lengths") or {}).get("model") or {}) if score else {}
-    if lengths.get("mean") is None:
+    score = run.score
+    lengths = score.lengths.model if score is not None and score.lengths is not None else None
+    if lengths is None or lengths.mean is None:
         lengths = _answer_lengths(run, target)
-    mean = lengths.get("mean")
-    failures = score.get("failures") or {}
-    judge = score.get("judge") or {}
+    row: dict[str, Any] = {name: None for name in CSV_COLUMNS}
+    if score is not None:
+        row.update({name: _cell(getattr(score, name)) for name in score_columns()})
+        row["n_prompts"] = score.n_prompts if score.n_prompts is not None else len(run.answers)
+        row["judge"] = (score.judge.model or score.judge.name) if score.judge else None
+    else:
+        row["n_prompts"] = len(run.answers)
+    row.update({
+        "name": run.name, "description": run.description, "stages": stages_text(run.stages),
+        "status": "judged" if score is not None else NOT_JUDGED,
+        "mean_tokens": lengths.mean, "median_tokens": lengths.median, "p90_tokens": lengths.p90,
+        "gap_to_target": None if lengths.mean is None else round(lengths.mean - target, 2), "target": target,
+        "run_dir": str(run.folder), **_answer_metrics(run)})
+    return row
+
+
+def _answer_metrics(run: "Run") -> dict[str, Any]:
     from rualign.eval.metrics import answer_metrics
 
-    texts = answer_metrics([str(a.get("answer") or "") for a in run.answers])
-    capped = [a.get("finish_reason") == "length" for a in run.answers if a.get("finish_reason")]
-    return {
-        "name": run.name, "description": run.description, "stages": stages_text(run.stages),
-        "status": "judged" if run.score is not None else NOT_JUDGED,
-        "score": score.get("score"), "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
-        "lc_score": score.get("lc_score"), "n": score.get("n"),
-        "n_prompts": score.get("n_prompts", len(run.answers)) if run.score is not None else len(run.answers),
-        "failures": failures.get("count") if run.score is not None else None,
-        "wins": score.get("wins"), "ties": score.get("ties"), "losses": score.get("losses"),
-        # Ties scored without a judge call (answer = reference); absent from score.json files of older runs.
-        "identical_pairs": (score.get("identical_pairs") or {}).get("count"),
-        "tie_rate": score.get("tie_rate"), "order_flip_rate": score.get("order_flip_rate"),
-        "mean_tokens": mean, "median_tokens": lengths.get("median"), "p90_tokens": lengths.get("p90"),
-        "gap_to_target": None if mean is None else round(mean - target, 2), "target": target,
-        # Judge-free metrics (eval/metrics.py): answers stopped at max_new_tokens, language, loops, held-out loss.
-        "capped_share": sum(capped) / len(capped) if capped else None, **texts, "ref_loss": run.ref_loss,
-        "judge": judge.get("model") or judge.get("name"), "lc_warning": score.get("lc_warning"),
-        "run_dir": str(run.folder),
-    }
+    capped = [a.finish_reason == "length" for a in run.answers if a.finish_reason]
+    return {"capped_share": sum(capped) / len(capped) if capped else None,
+            **answer_metrics([a.answer for a in run.answers]), "ref_loss": run.ref_loss}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -80,7 +89,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+            writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
 
 
 def _num(value: Any, digits: int, signed: bool = False) -> str:

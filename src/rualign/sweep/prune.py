@@ -34,8 +34,8 @@ def validation_loss(plan, max_rows: int = MAX_ROWS) -> tuple[float | None, str]:
     rows = [r for r in rows if isinstance(r.get("messages"), list)]
     if not rows:
         return None, f"no chat validation rows in {val} (set val_fraction > 0 in the recipe)"
-    manifest = read_manifest(node.folder / node.spec["stage"].name) or {}
-    model_path = manifest.get("model_path")
+    manifest = read_manifest(node.folder / node.spec["stage"].name)
+    model_path = getattr(manifest, "model_path", None)
     if not model_path:
         return None, "the training stage wrote no model_path"
     exp = node.spec["experiment"]

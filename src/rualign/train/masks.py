@@ -159,7 +159,7 @@ def build_sft_dataset(rows: list[dict], ctx: Any):
             check_mask(tokenizer, row["messages"], ids, mask)
             ctx.log("trainable tokens of the first example are inside [[ ]]:\n"
                     + render_marked(tokenizer, ids, mask))
-            ctx.info["mask_example"] = render_marked(tokenizer, ids[:max_length], mask[:max_length])
+            ctx.mask_example = render_marked(tokenizer, ids[:max_length], mask[:max_length])
             checked = True
         if len(ids) > max_length:
             truncated += 1
@@ -169,10 +169,9 @@ def build_sft_dataset(rows: list[dict], ctx: Any):
             continue
         columns["input_ids"].append(ids)
         columns["completion_mask"].append(mask)
-    ctx.info.setdefault("rows", {})
-    ctx.info["rows"][ctx.info.get("split", "train")] = {
+    ctx.record_rows({
         "in": len(rows), "kept": len(columns["input_ids"]), "truncated": truncated,
-        "dropped_no_trainable_tokens": len(dropped), "dropped_ids": dropped[:20]}
+        "dropped_no_trainable_tokens": len(dropped), "dropped_ids": dropped[:20]})
     if rows and not columns["input_ids"]:
         raise RualignError(f"every row lost all assistant tokens to truncation at max_length={max_length}",
                            hint="raise max_length")

@@ -17,14 +17,14 @@ Row contract (what `train/run.py` calls):
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import Field
 
-from rualign.config import Strict
+from rualign.config import Strict, resolve
 from rualign.train import preference as _pref  # light: pydantic schemas only, no torch/trl at import
 from rualign.train.fast import FastSFTParams as _FastSFTParams  # light too: TRL is imported on first use
 
@@ -63,16 +63,21 @@ class StageContext:
     start_model: str                     # folder the stage starts from (base model or the parent's merged/)
     out_root: Path                       # the `--out` folder; stage outputs are out_root / stage name
     precision: str                       # "bf16" or "fp32"
-    info: dict = field(default_factory=dict)  # builders record counts here (rows dropped, ...) for the manifest
+    info: dict = field(default_factory=dict)  # builders record what they did here, for the manifest
     log: Callable[[str], None] = print
+    split: Literal["train", "val"] = "train"  # which rows build_dataset is building now
+    rows: dict[str, dict] = field(default_factory=dict)  # per split: rows in / kept / dropped, for the manifest
+    mask_example: str | None = None       # the first example's trainable tokens, marked (chat data)
 
     def stage_output(self, name: str) -> Path:
         return self.out_root / name
 
+    def for_split(self, split: Literal["train", "val"]) -> "StageContext":
+        """The same context building another split (info and rows are shared, so counts land in one place)."""
+        return dataclasses.replace(self, split=split)
 
-def resolve(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    def record_rows(self, counts: dict) -> None:
+        self.rows[self.split] = counts
 
 
 # ---- method-specific keys -------------------------------------------------------------------------------

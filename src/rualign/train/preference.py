@@ -119,7 +119,7 @@ def _messages(row: dict, key: str, index: int, *, last_role: str | None = None,
 
 
 def _record_rows(ctx: Any, counts: dict) -> None:
-    ctx.info.setdefault("rows", {})[ctx.info.get("split", "train")] = counts
+    ctx.record_rows(counts)
 
 
 def preference_pairs(rows: list[dict], ctx: Any) -> list[dict]:
@@ -281,11 +281,11 @@ def stage_or_folder(spec: str, ctx: Any, key: str) -> str:
     if spec in names:
         folder = ctx.stage_output(spec)
         manifest = read_manifest(folder)
-        if manifest is None or "model_path" not in manifest:
+        if manifest is None or getattr(manifest, "model_path", None) is None:
             raise RualignError(f"stage '{ctx.stage.name}': {key} '{spec}' is a stage that has not finished",
                                path=folder, hint=f"make '{spec}' an ancestor of '{ctx.stage.name}' "
                                                  "(parent:) so it runs first")
-        return manifest["model_path"]
+        return manifest.model_path
     if not Path(spec).expanduser().exists():
         raise RualignError(f"stage '{ctx.stage.name}': {key} '{spec}' is neither a stage of this config "
                            "nor an existing model folder", expected=f"one of {', '.join(names)} or a folder")

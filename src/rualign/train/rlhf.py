@@ -74,9 +74,12 @@ def rlhf_config_kwargs(params: Any, ctx: Any) -> dict:
         raise RualignError(f"stage '{stage.name}': batch_size x grad_accum ({generation_batch}) must be a "
                            f"multiple of num_generations ({params.num_generations})",
                            hint="each prompt's completions are compared within one generation batch")
-    return {"algorithm": params.algorithm, "num_generations": params.num_generations,
-            "max_completion_length": params.max_completion_length, "beta": params.beta,
-            "temperature": params.temperature, "max_length": None}
+    kwargs = {"algorithm": params.algorithm, "num_generations": params.num_generations,
+              "max_completion_length": params.max_completion_length, "beta": params.beta,
+              "temperature": params.temperature}
+    if "max_length" in {f.name for f in dataclasses.fields(GRPOConfig)}:  # older TRL: no cap on prompt+completion
+        kwargs["max_length"] = None
+    return kwargs
 
 
 def rlhf_trainer_kwargs(ctx: Any) -> dict:

@@ -57,10 +57,10 @@ def _start_model(config: TrainConfig, stage: StageConfig, out: Path) -> tuple[st
     if parent is None:
         return resolve_model(config.model), None
     manifest = read_manifest(out / parent)
-    if manifest is None or "model_path" not in manifest:
+    if manifest is None or getattr(manifest, "model_path", None) is None:
         raise RualignError(f"stage '{stage.name}' needs its parent stage '{parent}', which has not finished",
                            path=out / parent, hint=f"run stage '{parent}' first (or the whole config)")
-    return manifest["model_path"], manifest
+    return manifest.model_path, manifest.dump()
 
 
 def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
@@ -80,7 +80,7 @@ def load_stage_data(stage: StageConfig, spec: MethodSpec, out: Path,
         raise ConfigError(f"stage '{stage.name}': data folder is not a finished `rualign data` output",
                           path=folder, expected="a folder with train.jsonl and manifest.json")
     verify_files(folder, manifest)  # a train.jsonl cut short after `rualign data` is refused, not trained on
-    kind = manifest.get("kind")
+    kind = getattr(manifest, "kind", None)
     if kind not in spec.data_kinds:
         raise ConfigError(f"stage '{stage.name}': method '{spec.name}' needs data of kind "
                           f"{' or '.join(spec.data_kinds)}, but this folder has kind '{kind}'", path=folder)
@@ -106,8 +106,7 @@ def _refuse_overlap(config: TrainConfig, stage: StageConfig, out: Path, source: 
 
 def stage_key(config: TrainConfig, stage: StageConfig, data_dir: Path, parent: dict | None) -> dict:
     """What decides whether a finished stage can be reused: the hashes that go into its manifest."""
-    cosmetic = {"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"}
-    stage_cfg = stage.model_dump(mode="json", exclude=cosmetic | {"parent"})
+    stage_cfg = stage.key_fields()
     data = {name: file_hash(data_dir / name) for name in ("train.jsonl", "val.jsonl") if (data_dir / name).exists()}
     parts = {"stage": stage_cfg, "base_model": config.model, "chat_template": config.chat_template,
              "seed": config.seed, "data": data,
@@ -157,8 +156,14 @@ def training_args(spec: MethodSpec, config: TrainConfig, stage: StageConfig, ctx
     fields = {f.name for f in dataclasses.fields(cls)}
     if "activation_checkpointing" in fields:  # transformers 5 renamed gradient_checkpointing
         common["activation_checkpointing"] = common.pop("gradient_checkpointing")
-    kwargs = {k: v for k, v in {**common, **extra}.items() if k in fields}
-    return cls(**kwargs)
+    unknown = sorted(set(extra) - fields)
+    if unknown:  # a method key TRL would never see must not vanish silently (it changes nothing but the hash)
+        raise ConfigError(f"method '{stage.method}': {', '.join(unknown)} not accepted by {cls.__name__} of the "
+                          "installed TRL", path=f"stage '{stage.name}'",
+                          expected=f"keys of {cls.__name__}", hint="check the TRL version (pip show trl)")
+    # Common keys are shared by every method; a TRL config without one of them (e.g. no max_length) skips it.
+    kwargs = {k: v for k, v in common.items() if k in fields}
+    return cls(**kwargs, **extra)
 
 
 def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, callbacks: list | None = None,
@@ -174,9 +179,9 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     key = stage_key(config, stage, data_dir, parent_manifest)
     stage_dir = out / stage.name
     manifest = read_manifest(stage_dir)
-    if manifest is not None and manifest.get("config_hash") == key["config_hash"]:
+    if manifest is not None and manifest.config_hash == key["config_hash"]:
         _log(f"stage {stage.name}: finished output with the same config, data and parent; skipped")
-        return {**manifest, "skipped": True}
+        return {**manifest.dump(), "skipped": True}
     resume_from = _prepare_dir(stage_dir, key["config_hash"])
     precision, why = choose_precision(stage.precision)
     _log(f"stage {stage.name} ({stage.method}, {stage.adapter_kind}) from {start_model}; precision {precision}: "
@@ -200,7 +205,7 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     # Checkpoints only serve an interrupted run; a finished stage is reused through its manifest.
     remove_tree(stage_dir, stage_dir / "checkpoints")
     _barrier()
-    return manifest
+    return manifest.dump()
 
 
 def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path, stage_dir: Path,
@@ -234,11 +239,8 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
                        out_root=out, precision=precision, log=_log)
     if fast_dropouts:
         ctx.info["lora_dropout"] = f"train/dropout.py FastDropout on {fast_dropouts} modules"
-    ctx.info["split"] = "train"
     train_ds = resolve(spec.build_dataset)(train_rows, ctx)
-    ctx.info["split"] = "val"
-    eval_ds = resolve(spec.build_dataset)(val_rows, ctx) if val_rows else None
-    ctx.info.pop("split")
+    eval_ds = resolve(spec.build_dataset)(val_rows, ctx.for_split("val")) if val_rows else None
     args = training_args(spec, config, stage, ctx, stage_dir)
     extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
@@ -268,9 +270,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
                                   stage.samples, stage.sample_max_new_tokens, stage_dir / "samples.jsonl")
     return {"model_path": paths["model"], "adapter_path": paths.get("adapter"),
             "adapter_base": adapter_base if "adapter" in paths else None,
-            "pad_token": pad_action, "rows": ctx.info.get("rows", {}),
-            "mask_example": ctx.info.get("mask_example"),
-            "builder_info": {k: v for k, v in ctx.info.items() if k not in ("rows", "mask_example")},
+            "pad_token": pad_action, "rows": ctx.rows, "mask_example": ctx.mask_example, "builder_info": ctx.info,
             "params": param_counts,
             "steps": int(trainer.state.global_step), "train_loss": result.training_loss,
             "eval": eval_metrics, "tokens": tokens,

@@ -29,6 +29,11 @@ class QLoraSpec(LoraSpec):
     double_quant: bool = True
 
 
+# Keys that do not change a trained model: left out of every stage key (the plan's train node and the stage's
+# manifest hash both come from StageConfig.key_fields).
+COSMETIC = frozenset({"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"})
+
+
 class StageConfig(Strict):
     name: SafeName                      # the stage folder under --out
     method: str
@@ -127,6 +132,11 @@ class StageConfig(Strict):
     @property
     def adapter_spec(self) -> LoraSpec | None:
         return self.qlora if self.qlora is not None else self.lora
+
+    def key_fields(self, *, without: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The stage settings that decide its trained model: the one source of the plan's train-node key and
+        the stage manifest's hash (`parent` is keyed by its own hash, not its name)."""
+        return self.model_dump(mode="json", exclude=set(COSMETIC | {"parent"} | without))
 
     def method_params(self) -> Strict:
         from rualign.train.methods import METHODS
