@@ -361,6 +361,31 @@ def test_second_run_on_the_same_store_refuses_clearly(tmp_path):
         pass
 
 
+def test_rualign_run_refuses_a_store_another_process_holds(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: e\neval:\n  prompts: bundled:eval_prompts\n  reference: {answers: ref.jsonl}\n"
+                   "  judge: llamacpp:default\n")
+    (tmp_path / "ref.jsonl").write_text('{"id": "x", "answer": "a", "prompt": "p"}\n')
+    store = tmp_path / "runs" / "_store"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rualign.paths import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1], 'the stage store'):\n    print('held', flush=True); time.sleep(60)",
+         str(store)], stdout=subprocess.PIPE, text=True, env={**__import__("os").environ,
+                                                              "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", str(exp), "--out", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by pid {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not any((store / kind).exists() for kind in ("answers", "judge"))  # no stage started
+
+
 @pytest.mark.parametrize("kind, expected", [("utf16", "UTF-16"), ("gzip", "gzip")])
 def test_binary_or_utf16_file_is_named_as_such(tmp_path, capsys, kind, expected):
     text = json.dumps(SS_ROW, ensure_ascii=False) + "\n"
