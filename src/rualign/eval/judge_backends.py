@@ -117,6 +117,44 @@ def _openai_args(cfg: JudgeConfig) -> dict:
                 judge_params=lambda kind: request_params(cfg, kind))
 
 
+class SlotPool:
+    """Several single-request backends (llama.cpp server processes) behind one `complete`: each call takes an
+    idle slot. Every slot keeps the longest prefix of its previous prompt evaluated (llama-cpp-python reuses
+    it), and all judge prompts of one template share a long instruction prefix, so any idle slot will do."""
+
+    def __init__(self, slots: list, identity: str):
+        self.slots, self.identity = slots, identity
+        self._idle: asyncio.Queue | None = None
+
+    async def complete(self, messages: list[dict], kind: str) -> dict:
+        if self._idle is None:  # created inside the running event loop
+            self._idle = asyncio.Queue()
+            for slot in self.slots:
+                self._idle.put_nowait(slot)
+        slot = await self._idle.get()
+        try:
+            return await slot.complete(messages, kind)
+        finally:
+            self._idle.put_nowait(slot)
+
+    def stats(self) -> dict:
+        total: dict = {"slots": len(self.slots)}
+        for slot in self.slots:
+            for key, value in slot.stats().items():
+                if isinstance(value, dict):
+                    merged = total.setdefault(key, {})
+                    for k, v in value.items():
+                        merged[k] = merged.get(k, 0) + v
+                else:
+                    total[key] = total.get(key, 0) + value
+        total["slots"] = len(self.slots)
+        return total
+
+    async def aclose(self) -> None:
+        for slot in self.slots:
+            await slot.aclose()
+
+
 @contextlib.contextmanager
 def openai_backend(cfg: JudgeConfig) -> Iterator:
     yield lambda: OpenAIBackend(cfg.model, base_url=cfg.base_url, **_openai_args(cfg))
@@ -130,16 +168,17 @@ def local_backend(cfg: JudgeConfig) -> Iterator:
 @contextlib.contextmanager
 def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
     """The server is started first and always stopped on the way out (normal exit, exception or Ctrl-C)."""
-    from rualign.eval.server import LlamaServer, resolve_gguf
+    from rualign.eval.server import llama_servers, resolve_gguf
 
     gguf = resolve_gguf(cfg.model)
     # Keyed by the file, not the server's random local port: a restarted server gives the same verdicts.
     identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
-    # llama-cpp-python's server runs one request at a time; more in flight only queue up into timeouts.
+    # Each llama-cpp-python server runs one request at a time (more in flight only queue up into timeouts):
+    # cfg.slots servers, cores/slots threads each, calls to an idle one.
     args = {**_openai_args(cfg), "batch_size": 1}
-    with LlamaServer(gguf, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as server:
-        yield lambda: OpenAIBackend(cfg.model, base_url=server.base_url, served_model=server.model_id,
-                                    identity=identity, **args)
+    with llama_servers(gguf, cfg.slots, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as servers:
+        yield lambda: SlotPool([OpenAIBackend(cfg.model, base_url=s.base_url, served_model=s.model_id,
+                                              identity=identity, **args) for s in servers], identity)
 
 
 def backend_factory(cfg: JudgeConfig):

@@ -62,6 +62,9 @@ class JudgeConfig(Strict):
     max_tokens: int = Field(400, ge=1)  # verdict mode; logprob mode always asks for one token
     top_logprobs: int = Field(20, ge=1, le=20)
     n_ctx: int = Field(4096, ge=512)  # llamacpp backend: context of the started server
+    # llamacpp backend: parallel slots = server processes, each with cores/slots threads; calls go to an idle
+    # one. llama-cpp-python's server evaluates one request at a time, so slots are processes (see server.py).
+    slots: int = Field(2, ge=1, le=16)
     server_start_timeout_s: float = Field(120.0, gt=0)
     cache: str | None = None  # SQLite path; default $RUALIGN_HOME/judge_cache.sqlite
 

@@ -34,10 +34,10 @@ def free_port() -> int:
 
 
 def resolve_gguf(model: str) -> Path:
-    from rualign.models import default_gguf_path, is_default
+    from rualign.models import embedded_gguf_path, is_embedded
 
-    if is_default(model):
-        return default_gguf_path()
+    if is_embedded(model):
+        return embedded_gguf_path(model)
     path = Path(model).expanduser()
     if not path.is_file() or path.suffix != ".gguf":
         raise RualignError("the llamacpp judge needs a GGUF file", path=model,
@@ -54,26 +54,33 @@ def _die_with_parent() -> None:
 
 class LlamaServer:
     def __init__(self, gguf: str | Path, *, n_ctx: int = 4096, start_timeout_s: float = 120.0,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, threads: int | None = None):
         if importlib.util.find_spec("llama_cpp") is None:
             raise MissingExtraError("llama-cpp-python", "demo", "The llamacpp judge")
         self.gguf = Path(gguf)
         self.n_ctx = n_ctx
         self.start_timeout_s = start_timeout_s
         self.extra_args = extra_args or []
+        # Prompt evaluation dominates a judge call (one output token): give it the slot's share of the cores.
+        if threads:
+            self.extra_args = ["--n_threads", str(threads), "--n_threads_batch", str(threads), *self.extra_args]
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.model_id: str | None = None
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="rualign-llamacpp-", suffix=".log", delete=False)
 
-    def start(self) -> "LlamaServer":
+    def launch(self) -> None:
+        """Start the process without waiting (llama_servers starts several, then waits for all)."""
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), *self.extra_args]
         log.info("starting llama.cpp server: %s", " ".join(cmd))
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=preexec)
+
+    def start(self) -> "LlamaServer":
+        self.launch()
         self._wait_ready()
         return self
 
@@ -112,7 +119,17 @@ class LlamaServer:
                 process.wait(timeout=10)
         with contextlib.suppress(OSError):
             self._log.close()
+            self._keep_log()
             os.unlink(self._log.name)
+
+    def _keep_log(self) -> None:
+        """The server's own log goes to the stage log (rualign.progress) or, with -v, to the screen."""
+        from rualign.progress import current_log, verbose
+
+        if current_log() is not None or verbose():
+            text = Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+            sys.stderr.write(f"--- llama.cpp server {self.gguf.name} on port {self.port} ---\n{text}\n")
+            sys.stderr.flush()
 
     def __enter__(self) -> "LlamaServer":
         try:
@@ -123,3 +140,20 @@ class LlamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def llama_servers(gguf: str | Path, slots: int, *, n_ctx: int = 4096, start_timeout_s: float = 120.0):
+    """`slots` servers of one GGUF, started together, each with cores/slots threads; all stopped on exit."""
+    threads = max(1, (os.cpu_count() or 1) // slots)
+    servers = [LlamaServer(gguf, n_ctx=n_ctx, start_timeout_s=start_timeout_s, threads=threads)
+               for _ in range(slots)]
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server._wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

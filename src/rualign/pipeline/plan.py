@@ -143,9 +143,9 @@ def _stage_data(stage: StageConfig, exp: Experiment, plan: Plan) -> tuple[str, N
 
 
 def _model_note(spec: str, exp: Experiment) -> list[str]:
-    from rualign.models import is_default
+    from rualign.models import is_embedded
 
-    if is_default(spec):
+    if is_embedded(spec):
         return []
     resolved = _resolve(spec, exp)
     if Path(resolved).expanduser().exists():
