@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 JUDGE_NOTE = """\
-Note: the judge here is the embedded 135M model, so these scores only show that the pipeline works end to
-end; they say nothing about answer quality. For real numbers point the judge at a strong model, e.g. serve
+Note: the judge here is the embedded 135M model; its judge card (above, and in the report) puts it at chance,
+so its scores (marked *) only show that the pipeline works end to end. The judge-free columns (ru share,
+distinct-2, ref loss, lengths) carry the demo's meaning. For real numbers point the judge at a strong model, e.g. serve
 Qwen2.5-72B-Instruct with vLLM and set in the experiment file:
 
   eval:
@@ -22,6 +23,43 @@ Qwen2.5-72B-Instruct with vLLM and set in the experiment file:
 
 or run `rualign demo --judge configs/judge/vllm-qwen72b.yaml` (any judge SPEC works, e.g.
 openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1); configs/study/ has the study's full setup."""
+
+
+DEMO_GOLD_PAIRS = 16
+
+
+def gold_subset(n: int, path: Path) -> Path:
+    """The first n gold_ru pairs taken round-robin over its kinds (factual error, wrong language, ...)."""
+    import json
+
+    from rualign.eval.judge_check import gold_path
+
+    by_kind: dict[str, list[str]] = {}
+    for line in gold_path("bundled:gold_ru").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            by_kind.setdefault(str(json.loads(line).get("category")), []).append(line)
+    picked = [lines[i] for i in range(max(map(len, by_kind.values()))) for lines in by_kind.values()
+              if i < len(lines)][:n]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(picked) + "\n", encoding="utf-8")
+    return path
+
+
+def judge_card(plan, out: Path, pairs: int, console) -> dict | None:
+    """The judge's filed card; without one, a judge-check on `pairs` gold pairs (a small card, filed too)."""
+    from rualign.eval.judge_check import find_card, run_judge_check
+    from rualign.progress import stage_log
+
+    cfg = plan.runs[0].judge_config
+    card = find_card(cfg)
+    if card is not None or pairs <= 0:
+        return card
+    folder = out / "judge_card"
+    console.print(f"judge-check: {cfg.display_name()} on {pairs} gold pairs (both orders) -> {folder}",
+                  markup=False, highlight=False)
+    with stage_log(folder / "stage.log"):
+        return run_judge_check(str(gold_subset(pairs, folder / "gold_subset.jsonl")), cfg, folder,
+                               cache_path=plan.store / "judge_cache.sqlite")
 
 
 def demo_config() -> Path:
@@ -45,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
     parser.add_argument("--judge", metavar="SPEC", help="another judge, e.g. configs/judge/vllm-qwen72b.yaml or "
                                                          "openai:MODEL@http://host:8000/v1 (default: llamacpp:default)")
+    parser.add_argument("--gold-pairs", type=int, default=DEMO_GOLD_PAIRS, metavar="N",
+                        help=f"when the judge has no judge card yet, check it on N bundled gold pairs first "
+                             f"(default {DEMO_GOLD_PAIRS}, spread over the 8 kinds; 0 = skip; the full check is "
+                             "`rualign judge-check --judge SPEC`, 128 pairs)")
     parser.set_defaults(handler=run)
 
 
@@ -91,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console.print(f"rualign demo: {len(plan.runs)} experiments, {len(plan.nodes)} stages, store {plan.store}")
     folders, outcome = run_plan(plan, args.out)
-    finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target)
+    # --quick checks wiring only: no judge-check (a 2-pair card filed for this judge would stand in for a real one)
+    card = judge_card(plan, Path(args.out), 0 if args.quick else args.gold_pairs, console)
+    finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target, judge_card=card)
     ran = sum(1 for v in outcome.values() if v == "ran")
     console.print(f"done in {time.perf_counter() - started:.0f}s ({ran} stages ran, {len(outcome) - ran} reused)")
     if all(run.judge_config.backend == "llamacpp" and run.judge_config.model == "default" for run in plan.runs):

@@ -52,18 +52,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     folders, _ = run_plan(plan, args.out)
     if not args.no_report:
-        finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target)
+        from rualign.eval.judge_check import find_card
+
+        finish_report(folders, args.out, console, target=plan.runs[0].experiment.eval.target,
+                      judge_card=find_card(plan.runs[0].judge_config))
     return 0
 
 
-def finish_report(folders, out, console, target: int = DEFAULT_TARGET):
-    """Build <out>/report over the run folders and print the results table; returns build_report's result."""
+def finish_report(folders, out, console, target: int = DEFAULT_TARGET, judge_card: dict | None = None):
+    """Build <out>/report over the run folders and print the results table; returns build_report's result.
+    `judge_card` (the judge's filed card, from `rualign judge-check`) goes into the report; an unvalidated
+    card marks every score with '*'."""
     from pathlib import Path
 
     from rualign.report.build import build_report
     from rualign.report.tables import print_table
 
-    result = build_report(folders, Path(out) / "report", target=target)
+    result = build_report(folders, Path(out) / "report", target=target, judge_card=judge_card)
     print_table(result["rows"], console)
     for note in result["notes"]:
         console.print(f"  note: {note}", markup=False, highlight=False)

@@ -123,7 +123,17 @@ def _input_record(run: Run) -> dict:
             "score": file_hash(score) if score.is_file() else None}
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARGET) -> dict:
+def judge_card_note(card: dict) -> str:
+    """One line about the judge behind the scores, from its judge card."""
+    gold = (card.get("gold") or {}).get("name", "?")
+    head = "validated" if card.get("validated") else "UNVALIDATED, scores marked *: " + "; ".join(card.get("reasons", []))
+    return (f"judge card ({card.get('n')} of {card.get('n_pairs')} gold pairs from {gold}): accuracy "
+            f"{card.get('accuracy')} [{card.get('ci_low')}, {card.get('ci_high')}], first-slot rate "
+            f"{card.get('first_slot_rate')}, verdict mass {card.get('verdict_mass')} -> {head}")
+
+
+def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARGET,
+                 judge_card: dict | None = None) -> dict:
     """Write results.csv, report.md, plots/*.png, report.html and manifest.json into `out_dir`.
 
     Returns {"rows": [...], "files": {"csv", "md", "html", "plots": {name: path}}, "notes": [...]}.
@@ -133,15 +143,25 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARG
     out_dir = Path(out_dir)
     runs = load_runs([Path(d) for d in run_dirs])
     rows = [tables.summary_row(run, target) for run in runs]
-    notes = [f"{run.name}: {note}" for run in runs for note in run.notes]
-    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row["lc_warning"]]
+    if judge_card is not None:
+        for row in rows:
+            if row["status"] != tables.NOT_JUDGED:
+                row["judge_status"] = "validated" if judge_card.get("validated") else "unvalidated"
+    notes = ([judge_card_note(judge_card)] if judge_card is not None else [])
+    notes += [f"{run.name}: {note}" for run in runs for note in run.notes]
+    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row.get("lc_warning")]
     notes += [f"{row['name']}: {row['identical_pairs']} of {row['n_prompts']} answers are identical to the "
               "reference: scored as ties (50) without a judge call" for row in rows if row["identical_pairs"]]
     csv_path = out_dir / "results.csv"
     tables.write_csv(rows, csv_path)
     plot_files = plots.write_plots(runs, rows, target, out_dir / "plots")
     md_path = out_dir / "report.md"
-    write_text(md_path, tables.markdown_report(rows, plot_files, notes, out_dir, target))
+    md = tables.markdown_report(rows, plot_files, notes, out_dir, target)
+    if judge_card is not None:
+        from rualign.eval.judge_card import markdown as card_markdown
+
+        md += "\n" + card_markdown(judge_card).replace("# Judge card", "## Judge card", 1) + "\n"
+    write_text(md_path, md)
     html_path = out_dir / "report.html"
     write_text(html_path, html.render_report(runs, rows, plot_files, notes, target))
     _share([csv_path, md_path, html_path, *plot_files.values()])

@@ -33,7 +33,7 @@ def score_columns() -> list[str]:
 # language, loops, held-out loss.
 ANSWER_COLUMNS = ["capped_share", "ru_share", "distinct2", "ref_loss"]
 CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), "mean_tokens", "median_tokens",
-               "p90_tokens", "gap_to_target", "target", *ANSWER_COLUMNS, "judge", "run_dir"]
+               "p90_tokens", "gap_to_target", "target", *ANSWER_COLUMNS, "judge", "judge_status", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
                    "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC score", "n", "failures"]
 
@@ -108,6 +108,8 @@ def display_cells(row: dict) -> list[str]:
         score = NOT_JUDGED
     else:
         score = f"{_num(row['score'], 1)} [{_num(row['ci_low'], 1)}, {_num(row['ci_high'], 1)}]"
+        if row.get("judge_status") == "unvalidated":  # the judge card says this judge is at chance
+            score += "*"
     return [row["name"], row["description"], row["stages"], _num(row["mean_tokens"], 0),
             _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True),
             _pct(row["capped_share"]), _num(row["ru_share"], 2), _num(row["distinct2"], 2), _num(row["ref_loss"], 2),
