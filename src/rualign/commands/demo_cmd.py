@@ -97,7 +97,7 @@ def quick(experiments: list) -> list:
         stages = [s.model_copy(update={"max_steps": 2, "samples": 0, "batch_size": 2,
                                        "max_length": min(s.max_length, 128)}) for s in exp.stages]
         generation = exp.eval.generation.model_copy(update={"max_new_tokens": 16})
-        ev = exp.eval.model_copy(update={"limit": 2, "generation": generation})
+        ev = exp.eval.model_copy(update={"limit": 2, "generation": generation, "heldout_limit": 2})
         if ev.reference.generation is not None:
             ref_gen = ev.reference.generation.model_copy(update={"max_new_tokens": 16})
             ev = ev.model_copy(update={"reference": ev.reference.model_copy(update={"generation": ref_gen})})
