@@ -13,7 +13,7 @@ import pytest
 from rualign.cli import main
 from rualign.eval import judge as judge_mod
 from rualign.eval import judge_card
-from rualign.eval.judge_check import load_gold
+from rualign.eval.judge_check import find_card, load_gold
 from rualign.records import Judgment
 
 _ANSWER = re.compile(r"\[Ответ ([AB])\]\n(.*?)\n\n\[Конец ответа \1\]", re.DOTALL)
@@ -82,6 +82,7 @@ def test_perfect_judge(tmp_path, fake_judge):
     assert code == 0 and len(calls) == 2 * len(pairs)
     assert card["accuracy"] == 1.0 and card["ci_low"] == 1.0 and card["validated"] is True
     assert card["first_slot_rate"] == 0.5 and card["order_flip_rate"] == 0.0 and card["tie_rate"] == 0.0
+    assert card["verdict_mass"] == 1.0
     assert all(c["accuracy"] == 1.0 for c in card["per_category"].values())
     assert "validated" in (out / "judge_card.md").read_text()
     calls.clear()  # a rerun is answered from the judge cache: no call reaches the judge
@@ -131,3 +132,29 @@ def test_card_on_handmade_rows():
     assert card["first_slot_rate"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
     assert card["tie_rate"] == pytest.approx(1 / 3, abs=1e-4) and card["order_flip_rate"] == 0.0
     assert card["length_bias"]["chosen_shorter"]["accuracy"] == 0.75
+
+
+def test_low_verdict_mass_calls_are_unparsed_and_the_card_unvalidated(tmp_path, fake_judge):
+    """Right answers but only 0.32 of the probability on the letters: with the default min_verdict_mass 0.5
+    every call is unparsed (never renormalised), and the filed card says why."""
+    _, pairs = load_gold("bundled:gold_ru")
+    chosen = {p["chosen"] for p in pairs}
+    fake_judge(lambda a, b: (0.3, 0.02, 0.0) if a in chosen else (0.02, 0.3, 0.0))
+    _, card, _ = _run(tmp_path, "mass")
+    assert card["accuracy"] is None and card["failed_pairs"] == len(pairs)
+    assert card["verdict_mass"] == pytest.approx(0.32, abs=0.01)
+    assert card["validated"] is False and any("verdict letters" in r for r in card["reasons"])
+    from rualign.eval.schema import parse_judge_spec
+    assert find_card(parse_judge_spec("openai:fake@http://127.0.0.1:9/v1"))["verdict_mass"] == card["verdict_mass"]
+
+
+def test_low_mass_threshold_is_configurable(tmp_path, fake_judge):
+    _, pairs = load_gold("bundled:gold_ru")
+    chosen = {p["chosen"] for p in pairs}
+    fake_judge(lambda a, b: (0.3, 0.02, 0.0) if a in chosen else (0.02, 0.3, 0.0))
+    config = tmp_path / "judge.yaml"
+    config.write_text("backend: openai\nmodel: fake\nbase_url: http://127.0.0.1:9/v1\nmin_verdict_mass: 0.2\n",
+                      encoding="utf-8")
+    _, card, _ = _run(tmp_path, "mass02", "--judge-config", str(config))
+    assert card["accuracy"] > 0.9 and card["verdict_mass"] == pytest.approx(0.32, abs=0.01)
+    assert card["validated"] is False and "verdict letters" in card["reasons"][-1]

@@ -124,6 +124,7 @@ class Judgment(Record):
     error: str | None = None
     cached: bool = False
     identical: bool = Field(False, description="both answers the same text: a tie, never sent to the judge")
+    verdict_mass: float | None = Field(None, description="logprob mode: probability on the verdict letters A/B/C")
     usage: Usage = Field(default_factory=Usage)
 
     @field_validator("id", mode="before")
@@ -218,6 +219,12 @@ class Score(Record):
     tie_rate: Rate | None = shown()
     order_flip_rate: Rate | None = shown(None, description="judged prompts whose two orders name opposite winners")
     first_slot_win_rate: Rate | None = shown(None, description="mean preference for slot A over judge calls")
+    verdict_mass: Rate | None = shown(None, description="mean probability the judge put on the verdict letters "
+                                                        "(logprob calls; < 0.5 = unvalidated)")
+    criteria: dict[str, Points | None] | None = elsewhere(
+        None, "results.csv win_<criterion> columns and report: verdict-mode win rate per criterion, 0..100")
+    judge_card: dict[str, Any] | None = elsewhere(
+        None, "results.csv judge_status; report.md, report.html and the terminal mark unvalidated scores")
     lc_warning: str | None = shown()
     per_category: dict[str, CategoryScore] = elsewhere({}, "report.html per-category table")
     lengths: Lengths | None = elsewhere(None, "results.csv mean_tokens, median_tokens, p90_tokens")

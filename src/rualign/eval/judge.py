@@ -167,6 +167,9 @@ class _Run:
         self.mode = cfg.mode
         self.fallback_warned = False
         self.cache_hits = 0
+        # Low-mass logprob calls are asked again with the first token constrained to A/B/C where the backend
+        # takes a grammar (llama.cpp's server; the local backend restricts the logits itself).
+        self.constrain = cfg.constrain == "grammar" or (cfg.constrain == "auto" and cfg.backend in ("llamacpp", "local"))
 
     async def call(self, job: Job, kind: str, messages: list[dict]) -> tuple[dict, bool]:
         """One judge call through the cache. The cache is read before any await, so a rerun of finished
@@ -220,21 +223,38 @@ async def judge_job(run: _Run, job: Job) -> Judgment:
             _add_usage(usage, value)
             raw = json.dumps({"text": value["text"], "top_logprobs": value["top_logprobs"]}, ensure_ascii=False)
             if value.get("top_logprobs") is not None:
-                return _logprob_row(job, value, raw, usage, all(cached))
+                return await _logprob_row(run, job, value, raw, usage, cached)
             run.fallback()
         return await _verdict(run, job, usage, cached)
     except CallFailed as exc:
         return _row(job, run.mode, error=f"api: {exc}", usage=usage, cached=bool(cached) and all(cached))
 
 
-def _logprob_row(job: Job, value: dict, raw: str, usage: dict, cached: bool) -> Judgment:
-    probs = parse.letter_probs(value["top_logprobs"])
-    if probs is None:
-        return _row(job, "logprob", raw=raw, usage=usage, cached=cached,
-                    error="parse: no verdict letter (A/B/C) among the top logprobs")
-    slot = parse.argmax_slot(probs)
-    return _row(job, "logprob", raw=raw, usage=usage, cached=cached, probs=probs,
-                preference=parse.model_preference(probs, job.order), verdict=parse.slot_to_side(slot, job.order))
+async def _logprob_row(run: _Run, job: Job, value: dict, raw: str, usage: dict, cached: list[bool]) -> Judgment:
+    """A verdict from the letter probabilities; when they carry less than `min_verdict_mass`, the letter of a
+    constrained call (where the backend allows one), else a parse failure. Never renormalised noise."""
+    dist = parse.letter_distribution(value["top_logprobs"])
+    mass = round(dist.mass, 4)
+    if dist.probs is not None and dist.mass >= run.cfg.min_verdict_mass:
+        slot = parse.argmax_slot(dist.probs)
+        return _row(job, "logprob", raw=raw, usage=usage, cached=all(cached), probs=dist.probs, verdict_mass=mass,
+                    preference=parse.model_preference(dist.probs, job.order), verdict=parse.slot_to_side(slot, job.order))
+    low = (f"parse: the verdict letters A/B/C carry {mass:.3f} of the probability "
+           f"(< min_verdict_mass {run.cfg.min_verdict_mass:g})")
+    if not run.constrain:
+        return _row(job, "logprob", raw=raw, usage=usage, cached=all(cached), verdict_mass=mass, error=low)
+    messages = render(run.template, job.prompt, job.answer_a, job.answer_b, "logprob")
+    forced, hit = await run.call(job, "constrained", messages)
+    cached.append(hit)
+    _add_usage(usage, forced)
+    raw = f"{raw}\n--- first token constrained to A/B/C ---\n{forced['text']}"
+    letter = parse.letter_of_token(forced["text"])
+    if letter is None:
+        return _row(job, "constrained", raw=raw, usage=usage, cached=all(cached), verdict_mass=mass,
+                    error=low + "; the constrained call gave no letter either")
+    probs = parse.slot_probs_from_verdict(letter)
+    return _row(job, "constrained", raw=raw, usage=usage, cached=all(cached), probs=probs, verdict_mass=mass,
+                preference=parse.model_preference(probs, job.order), verdict=parse.slot_to_side(letter, job.order))
 
 
 async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> Judgment:
@@ -304,6 +324,20 @@ def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_fil
 
 # ---------------------------------------------------------------- the stage
 
+def judge_status(cfg: JudgeConfig, score: Score) -> dict:
+    """The judge card's verdict on this judge (judge_check.card_summary), made unvalidated by this run's own
+    verdict mass too: a judge that put under half its probability on the letters here is not trusted."""
+    from rualign.eval.judge_check import card_summary, find_card
+    from rualign.eval.judge_card import MIN_VERDICT_MASS
+
+    status = card_summary(find_card(cfg))
+    if score.verdict_mass is not None and score.verdict_mass < MIN_VERDICT_MASS:
+        status["status"] = "unvalidated"
+        status["reasons"] = [*status.get("reasons", []), f"in this run the judge put only {score.verdict_mass:.2f} "
+                             f"of its probability on the verdict letters (< {MIN_VERDICT_MASS})"]
+    return status
+
+
 def judge_config_hash(answers: Path, reference: Path, cfg: JudgeConfig, template: Template, target: int,
                       seed: int) -> str:
     return stable_hash({"answers": file_hash(answers), "reference": file_hash(reference), "judge": cfg.judge_key(),
@@ -322,7 +356,12 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
     manifest = read_manifest(out_dir)
     if is_finished(out_dir, config_hash) and manifest.failed_calls == 0 and (out_dir / "score.json").exists():
         log.info("judge output in %s is finished with the same inputs: reusing it", out_dir)
-        return read_score(out_dir / "score.json")
+        score = read_score(out_dir / "score.json")
+        status = judge_status(cfg, score)
+        if score.judge_card != status:  # a judge card filed (or refiled) since: the score carries the new one
+            score.judge_card = status
+            write_score(out_dir / "score.json", score)
+        return score
     jobs = build_jobs(model_answers, reference_answers)
     rows, stats = _judge_jobs(jobs, cfg, template, Path(cache_path or cfg.cache or default_cache_path()))
     # An old manifest must not vouch for files this run is about to replace (a crash midway would mix them).
@@ -333,6 +372,7 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
     score = compute_score(rows, model_answers, reference_answers, target=target, seed=seed)
     score.judge = JudgeInfo(name=cfg.display_name(), model=cfg.model, mode="+".join(modes),
                             template_version=template.version)
+    score.judge_card = judge_status(cfg, score)
     write_score(out_dir / "score.json", score)
     identical = sum(1 for r in rows if r.identical)
     write_manifest(out_dir, stage="judge", config_hash=config_hash,

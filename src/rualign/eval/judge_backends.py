@@ -44,11 +44,17 @@ def checked_value(value: object) -> dict:
     return value
 
 
+# One Latin verdict letter, nothing else (GBNF, as llama.cpp's server takes it).
+VERDICT_GRAMMAR = 'root ::= [ABC]'
+
+
 def request_params(cfg: JudgeConfig, kind: str) -> dict:
-    """Sampling parameters of one call kind ("logprob" or "verdict"); part of the cache key."""
+    """Sampling parameters of one call kind ("logprob", "constrained" or "verdict"); part of the cache key."""
     if kind == "logprob":
         return {"temperature": cfg.temperature, "max_tokens": 1, "logprobs": True,
                 "top_logprobs": cfg.top_logprobs}
+    if kind == "constrained":
+        return {"temperature": 0.0, "max_tokens": 1, "grammar": VERDICT_GRAMMAR}
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
 
 
@@ -97,10 +103,22 @@ class LocalBackend:
                 "finish_reason": finish,
                 "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": int(new.shape[0])}}
 
+    def _constrained(self, messages: list[dict]) -> dict:
+        """The first token restricted to the letters A / B / C: the most likely of the three."""
+        import torch
+
+        input_ids = self._encode(messages)
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids).logits[0, -1].float()
+        letters = {c: self.tokenizer.encode(c, add_special_tokens=False) for c in "ABC"}
+        scores = {c: float(logits[ids[0]]) for c, ids in letters.items() if len(ids) == 1}
+        return {"text": max(scores, key=scores.get), "top_logprobs": None, "finish_reason": "length",
+                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": 1}}
+
     async def complete(self, messages: list[dict], kind: str) -> dict:
         async with self._lock:
             self.requests += 1
-            work = self._logprob if kind == "logprob" else self._generate
+            work = {"logprob": self._logprob, "constrained": self._constrained}.get(kind, self._generate)
             return await asyncio.to_thread(work, messages)
 
     def stats(self) -> dict:

@@ -73,7 +73,8 @@ def build_card(rows: list[Judgment], pairs: list[dict], *, seed: int = 0) -> dic
     slot_a = [r.preference if r.order == "model_first" else 1 - r.preference for r in calls]
     both = [rs for rs in grouped.values() if len(rs) >= 2]
     flips = sum(1 for rs in both if {"chosen", "rejected"} <= {verdict_of(r) for r in rs})
-    masses = [r.verdict_mass for r in calls if r.verdict_mass is not None]
+    # Over every call that measured it, failed ones included: a call failed for too little mass is the evidence.
+    masses = [r.verdict_mass for r in rows if r.verdict_mass is not None]
     by_id = {str(p["id"]): p for p in pairs}
     shorter = [value[p] for p in value if len(by_id[p]["chosen"]) < len(by_id[p]["rejected"])]
     longer = [value[p] for p in value if len(by_id[p]["chosen"]) > len(by_id[p]["rejected"])]

@@ -41,7 +41,7 @@ JUDGE_BACKENDS: dict[str, JudgeBackend] = {
 # Every setting that changes a verdict: the judge key (plan node and judge manifest hash) is made of these.
 # Not concurrency, rate limits, timeouts or the cache location.
 VERDICT_KEYS = ("backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
-                "n_ctx")
+                "n_ctx", "min_verdict_mass", "constrain")
 
 
 class JudgeConfig(Strict):
@@ -61,6 +61,12 @@ class JudgeConfig(Strict):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(400, ge=1)  # verdict mode; logprob mode always asks for one token
     top_logprobs: int = Field(20, ge=1, le=20)
+    # Logprob mode: a call whose verdict letters A/B/C carry less probability than this is not renormalised
+    # into a verdict (the letters are noise next to what the judge meant to write).
+    min_verdict_mass: float = Field(0.5, ge=0, le=1)
+    # ... such a call is then asked again with its first token constrained to A/B/C (llama.cpp grammar) and
+    # scored by that letter; "auto" does this for llamacpp judges, "off" leaves the call unparsed.
+    constrain: Literal["auto", "grammar", "off"] = "auto"
     n_ctx: int = Field(4096, ge=512)  # llamacpp backend: context of the started server
     # llamacpp backend: parallel slots = server processes, each with cores/slots threads; calls go to an idle
     # one. llama-cpp-python's server evaluates one request at a time, so slots are processes (see server.py).

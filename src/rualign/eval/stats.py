@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rualign.eval.score_extras import criteria_win_rates, verdict_mass_summary
+
 from rualign.records import (DEFAULT_TARGET, AnswerRecord, CategoryScore, Failures, IdList, Judgment, Lengths,
                              LengthStats, PromptValue, Score)
 
@@ -255,6 +257,7 @@ def compute_score(judgments: list[Judgment], model_answers: dict[str, AnswerReco
     lc = length_controlled(calls)
     partial = [e.id for e in scored if e.orders < 2]
     identical = [e.id for e in scored if e.identical]
+    mass = verdict_mass_summary(judgments)
     return Score(
         score=_pct(score), ci_low=_pct(low), ci_high=_pct(high), ci_level=CI_LEVEL, n=n, n_prompts=len(ids),
         failures=Failures(count=len(failures), ids=list(failures), reasons=failures),
@@ -264,6 +267,7 @@ def compute_score(judgments: list[Judgment], model_answers: dict[str, AnswerReco
         order_flip_rate=_round(_flip_rate([p for p in prompts if p.value.value is not None])),
         first_slot_win_rate=_round(_first_slot(calls)), lc_score=_pct(lc), lc_warning=_lc_warning(lc, score, n),
         per_category=_per_category(scored, rng, n_boot), lengths=_lengths(per_prompt, target),
+        verdict_mass=(mass or {}).get("mean"), criteria=criteria_win_rates(judgments),
         tie_eps=TIE_EPS, n_boot=n_boot, seed=seed, per_prompt=per_prompt)
 
 
