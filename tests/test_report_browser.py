@@ -29,10 +29,17 @@ def _expected_cells(row: dict) -> list[str]:
     """The table cells as a reader should see them, derived from results.csv on its own."""
     def num(key: str, fmt: str) -> str:
         return format(float(row[key]), fmt) if row[key] else "—"
-    score = "not judged" if row["status"] == "not judged" else \
-        f"{float(row['score']):.1f} [{float(row['ci_low']):.1f}, {float(row['ci_high']):.1f}]"
+
+    def ci(key: str, prefix: str) -> str:
+        return f"{float(row[key]):.1f} [{float(row[prefix + 'ci_low']):.1f}, {float(row[prefix + 'ci_high']):.1f}]"
+    score = "not judged" if row["status"] == "not judged" else ci("score", "")
+    if row["judge_status"] == "unvalidated":
+        score += " UNVALIDATED"
+    capped = f"{100 * float(row['capped_share']):.0f}%" if row["capped_share"] else "—"
     return [row["name"], row["description"].replace("\n", " "), row["stages"], num("mean_tokens", ".0f"),
-            num("median_tokens", ".0f"), num("gap_to_target", "+.0f"), score, num("lc_score", ".1f"),
+            num("median_tokens", ".0f"), num("gap_to_target", "+.0f"), capped, num("ru_share", ".2f"),
+            num("distinct2", ".2f"), num("ref_loss", ".2f"), score, ci("lc", "lc_") if row["lc"] else "—",
+            num("sc", ".1f"), num("lc_score", ".1f"), num("first_slot_win_rate", ".2f"),
             row["n"] or "—", row["failures"] or "—"]
 
 

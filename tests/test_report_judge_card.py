@@ -1,4 +1,4 @@
-"""The judge card in the report: an unvalidated card marks every judged score with '*', its numbers are a
+"""The judge card in the report: an unvalidated card marks every judged score UNVALIDATED, its numbers are a
 note on screen and in report.md/html, and results.csv says judge_status; no card, no marking."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_unvalidated_card_marks_scores(tmp_path):
     result = build_report(runs, tmp_path / "report", target=540, judge_card=CARD)
     judged = [r for r in result["rows"] if r["status"] == "judged"]
     assert judged and all(r["judge_status"] == "unvalidated" for r in judged)
-    assert all(display_cells(r)[10].endswith("*") for r in judged)
+    assert all(display_cells(r)[10].endswith(" UNVALIDATED") for r in judged)
     assert result["notes"][0].startswith("judge card (16 of 16 gold pairs from bundled:gold_ru): accuracy 0.5 "
                                          "[0.38, 0.62], first-slot rate 0.93, verdict mass 0.18 -> UNVALIDATED")
     md = Path(result["files"]["md"]).read_text(encoding="utf-8")
@@ -38,6 +38,6 @@ def test_validated_or_missing_card_leaves_scores_alone(tmp_path):
     plain = build_report(runs, tmp_path / "plain", target=540)
     good = build_report(runs, tmp_path / "good", target=540, judge_card={**CARD, "validated": True, "reasons": []})
     for result in (plain, good):
-        assert not any(display_cells(r)[10].endswith("*") for r in result["rows"])
+        assert not any(display_cells(r)[10].endswith(" UNVALIDATED") for r in result["rows"])
     assert all(r["judge_status"] is None for r in plain["rows"])
     assert good["notes"][0].endswith("-> validated")

@@ -126,10 +126,31 @@ def _input_record(run: Run) -> dict:
 def judge_card_note(card: dict) -> str:
     """One line about the judge behind the scores, from its judge card."""
     gold = (card.get("gold") or {}).get("name", "?")
-    head = "validated" if card.get("validated") else "UNVALIDATED, scores marked *: " + "; ".join(card.get("reasons", []))
+    head = "validated" if card.get("validated") else "UNVALIDATED (scores marked so): " + "; ".join(card.get("reasons", []))
     return (f"judge card ({card.get('n')} of {card.get('n_pairs')} gold pairs from {gold}): accuracy "
             f"{card.get('accuracy')} [{card.get('ci_low')}, {card.get('ci_high')}], first-slot rate "
             f"{card.get('first_slot_rate')}, verdict mass {card.get('verdict_mass')} -> {head}")
+
+
+def _joint_and_judge(runs: list[Run], rows: list[dict], judge_notes: bool = True) -> list[str]:
+    """Joint lc / sc into the rows (runs sharing a reference); notes on joint coefficients and, from each
+    score.json's judge_card (unless a card for the whole report was given), on judges not validated."""
+    from rualign.report.joint_view import joint_by_folder
+
+    joint, notes = joint_by_folder([run.folder for run in runs])
+    for run, row in zip(runs, rows):
+        row.update(joint.get(str(run.folder), {}))
+    judges: dict[tuple, list[str]] = {}
+    for run, row in zip(runs, rows):
+        card = (run.score.judge_card if run.score is not None else None) or {}
+        if judge_notes and row["judge_status"] in ("unvalidated", "unchecked"):
+            key = (row["judge"], row["judge_status"], tuple(card.get("reasons") or ()))
+            judges.setdefault(key, []).append(run.name)
+    for (judge, status, reasons), names in judges.items():
+        why = "; ".join(reasons) or "no judge card: run `rualign judge-check` for this judge"
+        label = "UNVALIDATED" if status == "unvalidated" else status
+        notes.append(f"judge {judge} ({', '.join(names)}): {label}: {why}")
+    return notes
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARGET,
@@ -149,6 +170,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARG
                 row["judge_status"] = "validated" if judge_card.get("validated") else "unvalidated"
     notes = ([judge_card_note(judge_card)] if judge_card is not None else [])
     notes += [f"{run.name}: {note}" for run in runs for note in run.notes]
+    notes += _joint_and_judge(runs, rows, judge_notes=judge_card is None)
     notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row.get("lc_warning")]
     notes += [f"{row['name']}: {row['identical_pairs']} of {row['n_prompts']} answers are identical to the "
               "reference: scored as ties (50) without a judge call" for row in rows if row["identical_pairs"]]

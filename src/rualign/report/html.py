@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rualign.records import AnswerRecord, CategoryScore, Judgment, PromptValue
-from rualign.report.tables import DISPLAY_HEADERS, NOT_JUDGED, display_cells
+from rualign.report.tables import CRITERIA_COLUMNS, DISPLAY_HEADERS, NOT_JUDGED, display_cells
 from rualign.runs import stable_hash
 
 if TYPE_CHECKING:
     from rualign.report.build import Run
 
 OUTCOMES = ["win", "tie", "loss", "failure", NOT_JUDGED]
-_NUMERIC = {"mean tokens", "median tokens", "gap to target", "LC score", "n", "failures"}
+_NUMERIC = {"mean tokens", "median tokens", "gap to target", "LC joint [95% CI]", "SC joint", "per-run LC (diag.)",
+            "first slot", "n", "failures"}
 _PLOT_CAPTIONS = {
     "score_vs_length": "Score (95% CI) against mean answer length; dashed line: the length target.",
     "length_histograms": "Answer lengths per run (bars) against the reference answers (outline).",
@@ -125,7 +126,10 @@ def _results_table(rows: list[dict]) -> str:
         cells = []
         for header, cell in zip(DISPLAY_HEADERS, display_cells(row)):
             cls = ' class="num"' if header in _NUMERIC else ' class="desc"' if header == "training data" else ""
-            title = f' title="{escape(row["lc_warning"])}"' if header == "LC score" and row["lc_warning"] else ""
+            title = f' title="{escape(row["lc_warning"])}"' if header == "per-run LC (diag.)" and row["lc_warning"] else ""
+            if header == "score [95% CI]" and row.get("judge_status") == "unvalidated":
+                cls, title = ' class="unvalidated"', ' title="the judge behind this score is unvalidated: see the notes"'
+
             cells.append(f"<td{cls}{title}>{escape(cell)}</td>")
         cls = ' class="not-judged"' if row["status"] == NOT_JUDGED else ""
         body.append(f'<tr{cls} data-run="{escape(row["name"])}">{"".join(cells)}</tr>')
@@ -138,12 +142,16 @@ def _pct(rate: float | None) -> str | None:
 
 def _diagnostics_table(rows: list[dict]) -> str:
     headers = ["run", "wins", "ties", "losses", "identical pairs", "tie rate", "order-flip rate",
-               "first-slot win rate", "p90 tokens", "prompts", "judge"]
+               "first-slot win rate", "verdict mass", "win: relevance", "win: helpfulness", "win: clarity",
+               "win: language", "p90 tokens", "prompts", "judge", "judge status"]
     body = []
     for row in rows:
+        criteria = [None if row.get(c) is None else f"{row[c]:.1f}" for c in CRITERIA_COLUMNS]
         values = [row["name"], row["wins"], row["ties"], row["losses"], row["identical_pairs"], _pct(row["tie_rate"]),
                   _pct(row["order_flip_rate"]), _pct(row["first_slot_win_rate"]),
-                  None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}", row["n_prompts"], row["judge"]]
+                  None if row.get("verdict_mass") is None else f"{row['verdict_mass']:.2f}", *criteria,
+                  None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}", row["n_prompts"], row["judge"],
+                  row.get("judge_status")]
         body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'

@@ -32,10 +32,18 @@ def score_columns() -> list[str]:
 # Judge-free columns computed from the run folder itself (eval/metrics.py): answers stopped at max_new_tokens,
 # language, loops, held-out loss.
 ANSWER_COLUMNS = ["capped_share", "ru_share", "distinct2", "ref_loss"]
-CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), "mean_tokens", "median_tokens",
-               "p90_tokens", "gap_to_target", "target", *ANSWER_COLUMNS, "judge", "judge_status", "run_dir"]
+# The joint fit over runs sharing a reference (report/joint_view.py): lc / sc with CIs. score.json's own
+# `lc_score` is a per-run fit, kept as a diagnostic under its own name.
+JOINT_COLUMNS = ["lc", "lc_ci_low", "lc_ci_high", "sc", "sc_ci_low", "sc_ci_high"]
+# Verdict-mode win rate per criterion (Score.criteria), 0..100.
+CRITERIA_COLUMNS = [f"win_{name}" for name in ("relevance", "helpfulness", "clarity", "language")]
+CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), *JOINT_COLUMNS, "judge_status",
+               *CRITERIA_COLUMNS, "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target",
+               *ANSWER_COLUMNS, "judge", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
-                   "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC score", "n", "failures"]
+                   "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC joint [95% CI]", "SC joint",
+                   "per-run LC (diag.)", "first slot", "n", "failures"]
+UNVALIDATED = "UNVALIDATED"
 
 
 def stages_text(stages: list[StageInfo]) -> str:
@@ -64,6 +72,8 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
         row.update({name: _cell(getattr(score, name)) for name in score_columns()})
         row["n_prompts"] = score.n_prompts if score.n_prompts is not None else len(run.answers)
         row["judge"] = (score.judge.model or score.judge.name) if score.judge else None
+        row["judge_status"] = (score.judge_card or {}).get("status")  # None: a score.json from before judge cards
+        row.update({f"win_{k}": v for k, v in (score.criteria or {}).items() if f"win_{k}" in CRITERIA_COLUMNS})
     else:
         row["n_prompts"] = len(run.answers)
     row.update({
@@ -108,14 +118,14 @@ def display_cells(row: dict) -> list[str]:
         score = NOT_JUDGED
     else:
         score = f"{_num(row['score'], 1)} [{_num(row['ci_low'], 1)}, {_num(row['ci_high'], 1)}]"
-        if row.get("judge_status") == "unvalidated":  # the judge card says this judge is at chance
-            score += "*"
+        if row.get("judge_status") == "unvalidated":  # visible wherever the score is, never hidden
+            score += f" {UNVALIDATED}"
+    lc = "—" if row.get("lc") is None else f"{_num(row['lc'], 1)} [{_num(row['lc_ci_low'], 1)}, {_num(row['lc_ci_high'], 1)}]"
     return [row["name"], row["description"], row["stages"], _num(row["mean_tokens"], 0),
             _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True),
             _pct(row["capped_share"]), _num(row["ru_share"], 2), _num(row["distinct2"], 2), _num(row["ref_loss"], 2),
-            score,
-            _num(row["lc_score"], 1), "—" if row["n"] is None else str(row["n"]),
-            "—" if row["failures"] is None else str(row["failures"])]
+            score, lc, _num(row.get("sc"), 1), _num(row["lc_score"], 1), _num(row["first_slot_win_rate"], 2),
+            "—" if row["n"] is None else str(row["n"]), "—" if row["failures"] is None else str(row["failures"])]
 
 
 def md_cell(text: Any) -> str:
@@ -138,12 +148,20 @@ JUDGE_FREE_NOTE = ("Judge-free columns: *at cap* = share of answers cut at max_n
                    "(lower = better; comparable within one base model).")
 
 
+CONTROL_NOTE = ("*LC joint* / *SC joint*: one logistic fit over all runs judged against the same reference, with a "
+                "shared length term (and, for SC, markdown and language-fidelity terms), predicted at zero length "
+                "difference and neutral answer order (`rualign leaderboard` has the coefficients). *per-run LC* is "
+                "fitted on one run alone and can explain quality away as length: a diagnostic only. *first slot*: "
+                "preference for whichever answer was shown first (0.50 = no position bias). A score marked "
+                f"{UNVALIDATED} comes from a judge whose judge card is at chance or whose verdict mass is < 0.5.")
+
+
 def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], out_dir: Path, target: int) -> str:
     parts = ["# rualign report", "",
              f"Target mean answer length: {target} tokens. Score: the judge's preference for the model answer "
              "over the reference, 0–100 (the reference against itself is 50), with a 95% bootstrap CI over "
              "prompts. Failures are judge/parse failures, left out of the score and never counted as losses.",
-             "", JUDGE_FREE_NOTE, "", markdown_table(rows), ""]
+             "", JUDGE_FREE_NOTE, "", CONTROL_NOTE, "", markdown_table(rows), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {md_cell(note)}" for note in notes] + [""]
     if plots:
@@ -154,7 +172,8 @@ def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], 
     return "\n".join(parts)
 
 
-_TERMINAL_HEADERS = {"mean tokens": "mean", "median tokens": "med", "gap to target": "gap", "LC score": "LC",
+_TERMINAL_HEADERS = {"mean tokens": "mean", "median tokens": "med", "gap to target": "gap",
+                     "LC joint [95% CI]": "LC joint", "per-run LC (diag.)": "LC/run", "first slot": "1st",
                      "failures": "fail", "at cap": "cap", "ru share": "ru", "distinct-2": "d2", "ref loss": "loss"}
 
 
@@ -173,12 +192,13 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
     wide = console.width >= 140
     table = Table(title="rualign results", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # An 80-column terminal cannot hold every column: the CSV, report.md and report.html keep them all.
-    narrow_drop = {"training data", "median tokens", "LC score", "n", "at cap", "ref loss"}
+    narrow_drop = {"training data", "median tokens", "LC joint [95% CI]", "per-run LC (diag.)", "SC joint",
+                   "first slot", "n", "at cap", "ref loss"}
     shown = [i for i, h in enumerate(DISPLAY_HEADERS) if wide or h not in narrow_drop]
     all_cells = [display_cells(row) for row in rows]
     for i in shown:
         header = DISPLAY_HEADERS[i]
-        numeric = header not in ("run", "training data", "stages", "score [95% CI]")
+        numeric = header not in ("run", "training data", "stages", "score [95% CI]", "LC joint [95% CI]")
         folds = header in ("run", "training data", "stages")
         # Numbers and scores get their full width (a cropped "-170" reading "-17" would be a wrong number);
         # only the text columns fold.
@@ -192,3 +212,7 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
     if not wide:
         for row in rows:
             console.print(Text(f"  {row['name']}: {' '.join(row['description'].split()) or '—'}"))
+        joint = [(row["name"], display_cells(row)[DISPLAY_HEADERS.index("LC joint [95% CI]")]) for row in rows
+                 if row.get("lc") is not None]
+        if joint:  # the joint length-controlled score is too wide for the table here, so it gets its own lines
+            console.print(Text("  LC joint: " + "; ".join(f"{name} {cell}" for name, cell in joint)))
