@@ -23,14 +23,19 @@ from rualign.runs import JsonlAppender
 
 
 class TokenCounter:
-    """Counts answer tokens in a named tokenizer ('default' = the embedded default model's)."""
+    """Counts answer tokens in a named tokenizer ('default' = the embedded default model's).
+
+    `name` is its identity "NAME@sha256:HASH" (eval/tokenizer_id.py): two tokenizers both called "default" but
+    with different vocabularies count differently, and the judge refuses to compare such lengths."""
 
     def __init__(self, name: str = "default", tokenizer: Any = None):
+        from rualign.eval.tokenizer_id import identity
+
         if tokenizer is None:
             from rualign.models import load_tokenizer
 
             tokenizer = load_tokenizer(name, chat_template="chatml_no_system")
-        self.name, self._tokenizer = name, tokenizer
+        self.name, self._tokenizer = identity(name, tokenizer), tokenizer
 
     def count(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])

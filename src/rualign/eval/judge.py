@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rualign.config import parse_yaml_text
 from rualign.errors import DataError, RualignError
-from rualign.eval import parse
+from rualign.eval import parse, tokenizer_id
 from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, checked_value, request_params
@@ -115,6 +115,8 @@ def pair_answers(answers_path: str | Path, reference_path: str | Path
         raise DataError("answers and references do not pair up: " + "; ".join(problems), path=where,
                         expected="the same ids with the same prompts in both files",
                         hint="generate both answer files from the same prompt file")
+    # Lengths feed the LC fit and the report: counted in different tokenizers they are not comparable.
+    tokenizer_id.check_same(answers_path, model.values(), reference_path, reference.values())
     return model, reference
 
 
