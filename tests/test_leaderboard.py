@@ -136,3 +136,19 @@ def _answer(**fields):
     from rualign.records import AnswerRecord
 
     return AnswerRecord(id="q", prompt="x", answer="y", **fields)
+
+
+def test_judge_refuses_answers_counted_in_different_tokenizers(tmp_path, write_jsonl):
+    from rualign.errors import DataError
+    from rualign.eval.judge import pair_answers
+
+    def rows(tok):
+        return [{"id": "p1", "prompt": "Вопрос", "answer": "Ответ", "answer_tokens": 2, "tokenizer": tok}]
+    answers = write_jsonl("answers.jsonl", rows("default@sha256:aaaa"))
+    reference = write_jsonl("reference.jsonl", rows("default@sha256:bbbb"))
+    with pytest.raises(DataError) as err:
+        pair_answers(answers, reference)
+    text = str(err.value)
+    assert "answers.jsonl" in text and "reference.jsonl" in text and "aaaa" in text and "bbbb" in text
+    old = write_jsonl("old.jsonl", rows("default"))  # an older file: only a name, compared by name
+    assert pair_answers(answers, old)
