@@ -40,6 +40,7 @@ def test_report_marks_unvalidated_scores_and_shows_the_joint_fit(tmp_path):
     md = open(result["files"]["md"], encoding="utf-8").read()
     assert md.count("UNVALIDATED") >= 2  # in the table cell and in the notes (with the reason)
     assert "is not above chance" in md and "joint length control over 2 runs" in md
+    assert "| sft-grandmaster | 62.5 | 50.0 | 43.8 | — |" in md  # per-criterion win rates
     page = open(result["files"]["html"], encoding="utf-8").read()
     assert 'class="unvalidated"' in page and "UNVALIDATED" in page
     console = Console(record=True, width=220)

@@ -156,12 +156,26 @@ CONTROL_NOTE = ("*LC joint* / *SC joint*: one logistic fit over all runs judged 
                 f"{UNVALIDATED} comes from a judge whose judge card is at chance or whose verdict mass is < 0.5.")
 
 
+def _criteria_table(rows: list[dict]) -> list[str]:
+    """Verdict-mode win rate per criterion (0..100, ties ½), when the judge gave criteria."""
+    judged = [r for r in rows if any(r.get(c) is not None for c in CRITERIA_COLUMNS)]
+    if not judged:
+        return []
+    names = [c.removeprefix("win_") for c in CRITERIA_COLUMNS]
+    lines = ["## Win rate per criterion (verdict mode)", "", "| run | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    lines += ["| " + " | ".join([md_cell(r["name"]), *(_num(r.get(c), 1) for c in CRITERIA_COLUMNS)]) + " |"
+              for r in judged]
+    return lines + [""]
+
+
 def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], out_dir: Path, target: int) -> str:
     parts = ["# rualign report", "",
              f"Target mean answer length: {target} tokens. Score: the judge's preference for the model answer "
              "over the reference, 0–100 (the reference against itself is 50), with a 95% bootstrap CI over "
              "prompts. Failures are judge/parse failures, left out of the score and never counted as losses.",
              "", JUDGE_FREE_NOTE, "", CONTROL_NOTE, "", markdown_table(rows), ""]
+    parts += _criteria_table(rows)
     if notes:
         parts += ["## Notes", ""] + [f"- {md_cell(note)}" for note in notes] + [""]
     if plots:
