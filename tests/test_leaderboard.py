@@ -98,9 +98,14 @@ def test_leaderboard_from_run_folders(tmp_path):
         (folder / "run.json").write_text(json.dumps({"name": f"exp-{run['name']}",
                                                      "reference_answers": str(reference)}))
         folders.append(str(folder))
+    score = {"score": 50.0, "ci_low": 40.0, "ci_high": 60.0, "n": 60, "per_prompt": [],
+             "judge": {"name": "tiny-judge"}, "judge_card": {"status": "unvalidated", "reasons": ["at chance"]}}
+    (Path(folders[0]) / "judge" / "score.json").write_text(json.dumps(score), encoding="utf-8")
     assert main(["leaderboard", *folders, "--out", str(tmp_path / "out"), "--n-boot", "100"]) == 0
-    names = [r["name"] for r in csv.DictReader((tmp_path / "out" / "leaderboard.csv").open())]
-    assert sorted(names) == ["exp-run0", "exp-run1"]
+    rows = {r["name"]: r for r in csv.DictReader((tmp_path / "out" / "leaderboard.csv").open())}
+    assert sorted(rows) == ["exp-run0", "exp-run1"]
+    assert rows["exp-run0"]["judge_status"] == "unvalidated" and rows["exp-run0"]["judge"] == "tiny-judge"
+    assert "UNVALIDATED" in (tmp_path / "out" / "leaderboard.md").read_text()
 
 
 def test_tokenizer_mismatch_is_refused_naming_both(tmp_path, capsys):

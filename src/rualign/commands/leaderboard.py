@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     for row in sorted(result["rows"], key=lambda r: -r["lc"]):
         cells = [f"{row[k]:5.1f} [{row[f'{p}ci_low']:4.1f},{row[f'{p}ci_high']:5.1f}]"
                  for k, p in (("score", ""), ("lc", "lc_"), ("sc", "sc_"))]
+        flag = "  UNVALIDATED judge" if row.get("judge_status") == "unvalidated" else ""
         print(f"{row['name'][:24]:<24} {row['n']:>5} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} "
-              f"{row['mean_tokens']:>7.0f}")
+              f"{row['mean_tokens']:>7.0f}{flag}")
     print(f"wrote {Path(args.out) / 'leaderboard.csv'} (+ .md, coefficients.json, leaderboard.png, manifest.json)")
     return 0

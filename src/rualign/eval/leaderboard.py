@@ -61,6 +61,7 @@ class RunInput:
     judgments: Path
     reference: Path
     judge: str | None = None  # judge name from score.json, when there is one
+    judge_status: str | None = None  # score.json judge_card status: validated / unvalidated / unchecked
 
 
 def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunInput:
@@ -77,8 +78,9 @@ def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunIn
         reference = Path(ref) if Path(ref).is_absolute() else folder / ref
     score = read_score(folder / "judge" / "score.json") if (folder / "judge" / "score.json").is_file() else None
     judge = score.judge.name if score is not None and score.judge is not None else None
+    status = (score.judge_card or {}).get("status") if score is not None else None
     return RunInput(name or meta.name or folder.name, folder / "answers.jsonl", folder / "judge" / "judgments.jsonl",
-                    Path(reference), judge)
+                    Path(reference), judge, status)
 
 
 def resolve_inputs(paths: list[str]) -> list[RunInput]:

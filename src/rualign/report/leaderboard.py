@@ -19,7 +19,7 @@ from rualign.runs import file_hash, stable_hash, write_json, write_manifest, wri
 
 COLUMNS = ("name", "n", "score", "ci_low", "ci_high", "lc", "lc_ci_low", "lc_ci_high", "sc", "sc_ci_low",
            "sc_ci_high", "mean_tokens", "reference_mean_tokens", "first_slot_win_rate", "verdict_mass", "calls",
-           "failed_calls", "judge", "tokenizer", "reference")
+           "failed_calls", "judge", "judge_status", "tokenizer", "reference")
 DEFAULT_BOOT = 1000
 
 
@@ -46,7 +46,7 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
                      "sc_ci_high": _r(sc.ci[k, 1]), "mean_tokens": _r(ex.mean_tokens, 1),
                      "reference_mean_tokens": _r(ref_tokens, 1),
                      "first_slot_win_rate": _r(ex.first_slot_win_rate, 4), "verdict_mass": _r(ex.verdict_mass, 4),
-                     "calls": ex.calls, "failed_calls": ex.failed_calls, "judge": run.judge,
+                     "calls": ex.calls, "failed_calls": ex.failed_calls, "judge": run.judge, "judge_status": run.judge_status,
                      "tokenizer": ex.tokenizer, "reference": str(run.reference)})
     coefficients = {fit.kind: [{"name": c.name, "value": _r(c.value, 4), "ci_low": _r(c.ci_low, 4),
                                 "ci_high": _r(c.ci_high, 4), "scale": _r(c.scale, 4)} for c in fit.coefficients]
@@ -88,7 +88,8 @@ def markdown(groups: list[dict], n_boot: int) -> str:
         for i, row in enumerate(ranked, 1):
             fs = "–" if row["first_slot_win_rate"] is None else f"{row['first_slot_win_rate']:.2f}"
             vm = "–" if row["verdict_mass"] is None else f"{row['verdict_mass']:.2f}"
-            lines.append(f"| {i} | {_md(row['name'])} | {row['n']} | {_ci(row, 'score')} | {_ci(row, 'lc')} | "
+            flag = " UNVALIDATED" if row.get("judge_status") == "unvalidated" else ""
+            lines.append(f"| {i} | {_md(row['name'])} | {row['n']} | {_ci(row, 'score')}{flag} | {_ci(row, 'lc')} | "
                          f"{_ci(row, 'sc')} | {row['mean_tokens']:.0f} | {fs} | {vm} |")
         lines += ["", "Shared coefficients (log-odds per unit of the bounded covariate, 95% CI):", "",
                   "| model | covariate | value | CI |", "|---|---|---|---|"]
