@@ -38,7 +38,9 @@ def _write(tmp_path, name, model: bool, copies: int = 1):
 def _check_logprob_run(rows: list[dict], score: dict) -> None:
     assert len(rows) == 6 and [r["id"] for r in rows] == ["q1", "q1", "q2", "q2", "q3", "q3"]
     for row in rows:
-        assert row["mode"] == "logprob"
+        # "constrained": the letters carried < min_verdict_mass, so the first token was constrained to A/B/C
+        assert row["mode"] in ("logprob", "constrained") and row["verdict_mass"] is not None
+        assert (row["mode"] == "constrained") == (row["verdict_mass"] < 0.5)
         if row["error"] is None:
             assert 0.0 <= row["preference"] <= 1.0 and sum(row["probs"].values()) == pytest.approx(1.0)
             assert row["usage"]["prompt_tokens"] > 50
@@ -59,7 +61,8 @@ def test_llamacpp_default_logprob_end_to_end(tmp_path):
     elapsed = time.monotonic() - started
     rows = [json.loads(line) for line in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     _check_logprob_run(rows, score)
-    assert score["judge"]["mode"] == "logprob" and score["judge"]["model"] == "default"
+    assert set(score["judge"]["mode"].split("+")) <= {"logprob", "constrained"}
+    assert score["judge"]["model"] == "default"
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["client"]["requests"] >= 6
     print(f"llamacpp:default judged 3 prompts x 2 orders in {elapsed:.1f}s")
