@@ -135,3 +135,23 @@ def test_sweep_file_dry_runs_offline(name, tmp_path, monkeypatch, capsys):
     assert main(["sweep", str(CONFIGS / name), "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "nothing was run" in out and not (tmp_path / "out").exists()
+
+
+def test_every_subcommand_is_one_module_in_commands_named_like_it():
+    """One naming scheme: rualign.commands.<name> registers exactly the subcommand <name> (with - for _), and
+    nothing outside rualign.commands registers a subcommand."""
+    import argparse
+    import importlib
+    from pathlib import Path
+
+    from rualign.cli import command_modules
+
+    src = Path(__file__).resolve().parents[1] / "src" / "rualign"
+    outside = [p for p in src.rglob("*.py") if "def register(subparsers" in p.read_text(encoding="utf-8")
+               and p.parent.name != "commands"]
+    assert outside == []
+    for module in command_modules():
+        parser = argparse.ArgumentParser()
+        subparsers = parser.add_subparsers()
+        importlib.import_module(module).register(subparsers)
+        assert list(subparsers.choices) == [module.rsplit(".", 1)[1].replace("_", "-")], module

@@ -477,7 +477,7 @@ def test_generate_flags_are_the_schema_defaults_and_agree_with_rualign_run():
     also `eval.generation` of `rualign run` (bf16 was `auto` in run and `off` in generate)."""
     import argparse
 
-    from rualign.eval import gen_cli
+    from rualign.commands import generate as gen_cli
     from rualign.eval.gen_config import Generation
     from rualign.pipeline.schema import Evaluation
 
@@ -499,7 +499,7 @@ def test_cli_setting_errors_name_the_flag(tmp_path, write_jsonl, capsys):
 
 
 def test_one_backend_factory_applies_the_vllm_batch_rule_and_trust_remote_code(monkeypatch):
-    """gen_cli and pipeline/execute built backends differently: only one applied vLLM's batch floor and
+    """commands/generate.py and pipeline/execute built backends differently: only one applied vLLM's batch floor and
     neither passed trust_remote_code. Both now call make_generation_backend."""
     from rualign.eval import backends
     from rualign.eval.gen_config import VLLM_MIN_BATCH, Generation, make_generation_backend

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import rualign
 from rualign.cli import main
-from rualign.commands.demo_cmd import demo_config
+from rualign.commands.demo import demo_config
 from rualign.data.sources import bundled_path
 
 root = Path(sys.argv[1]).resolve()
@@ -53,7 +53,7 @@ def _bundled_names(node) -> set[str]:
 def test_demo_config_is_package_data():
     from importlib import resources
 
-    from rualign.commands.demo_cmd import demo_config
+    from rualign.commands.demo import demo_config
 
     packaged = resources.files("rualign").joinpath("configs", "demo.yaml")
     assert packaged.is_file() and demo_config() == Path(str(packaged))

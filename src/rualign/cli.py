@@ -15,16 +15,6 @@ import sys
 from rualign import __version__
 from rualign.errors import RualignError
 
-# Subcommands that still live beside their area (being moved into rualign.commands).
-LEGACY_COMMAND_MODULES = [
-    "rualign.report.report_cli",
-    "rualign.data.cli",
-    "rualign.train.train_cli",
-    "rualign.eval.gen_cli",
-    "rualign.eval.judge_cli",
-]
-
-
 def command_modules() -> list[str]:
     """Every module in rualign.commands is one subcommand (it defines `register(subparsers)`), so adding a
     subcommand is adding a file: no central list to edit."""
@@ -34,7 +24,7 @@ def command_modules() -> list[str]:
 
     found = sorted(f"rualign.commands.{info.name}" for info in pkgutil.iter_modules(package.__path__)
                    if not info.name.startswith("_"))
-    return LEGACY_COMMAND_MODULES + found
+    return found
 
 DESCRIPTION = """\
 rualign: instruction-tune LLMs for Russian and measure the result honestly.

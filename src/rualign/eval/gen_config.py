@@ -2,7 +2,7 @@
 that builds a generation backend.
 
 `Generation` is `eval.generation` in an experiment file, and `rualign generate`'s flags are derived from its
-fields (gen_cli, checked by a test), so the two cannot drift. `GENERATION_BACKENDS` is read by the schema
+fields (commands/generate.py, checked by a test), so the two cannot drift. `GENERATION_BACKENDS` is read by the schema
 (backend names, required keys), the plan and the answers cache (`output_key`: which settings can change an
 answer) and `make_generation_backend` (how to build one).
 """

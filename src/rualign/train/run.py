@@ -208,15 +208,10 @@ def run_stage(config: TrainConfig, stage: StageConfig, out_dir: str | Path, *, c
     return manifest.dump()
 
 
-def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path, stage_dir: Path,
-           start_model: str, precision: str, train_rows: list[dict], val_rows: list[dict],
-           resume_from: Path | None, callbacks: list) -> dict:
+def _seeded_tokenizer(config: TrainConfig, start_model: str) -> Any:
     from transformers import AutoTokenizer, set_seed
 
     from rualign.models import apply_chat_template_choice
-    from rualign.train import lora, sharding
-    from rualign.train.masks import ensure_pad_token
-    from rualign.train.trainlog import make_log_callback, make_progress_callback, write_samples
 
     set_seed(config.seed)
     if os.environ.get("RUALIGN_QUIET"):  # `rualign -q`: no dataset/progress bars from datasets and TRL
@@ -225,6 +220,35 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
         disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(start_model, trust_remote_code=config.trust_remote_code)
     apply_chat_template_choice(tokenizer, config.chat_template)
+    return tokenizer
+
+
+def _make_trainer(spec: MethodSpec, ctx: StageContext, stage_dir: Path, train_ds: Any, eval_ds: Any,
+                  resume_from: Path | None, callbacks: list) -> Any:
+    """The method's TRL trainer with the train log (continued on resume) and, on rank 0, the progress bar."""
+    from rualign.train import sharding
+    from rualign.train.trainlog import make_log_callback, make_progress_callback
+
+    args = training_args(spec, ctx.config, ctx.stage, ctx, stage_dir)
+    extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
+    resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
+    log_cb = make_log_callback(stage_dir / "train_log.jsonl", resume_step)
+    with sharding.cpu_fsdp():  # FSDP on CPU ranks: accelerate alone would silently run DDP (sharding.py)
+        trainer = spec.trainer_class()(model=ctx.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                       processing_class=ctx.tokenizer, callbacks=[log_cb, *callbacks], **extra)
+    if _is_rank_zero():
+        trainer.add_callback(make_progress_callback(f"{ctx.stage.name} ({ctx.stage.method})"))
+    return trainer
+
+
+def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path, stage_dir: Path,
+           start_model: str, precision: str, train_rows: list[dict], val_rows: list[dict],
+           resume_from: Path | None, callbacks: list) -> dict:
+    from rualign.train import lora, sharding
+    from rualign.train.masks import ensure_pad_token
+    from rualign.train.trainlog import write_samples
+
+    tokenizer = _seeded_tokenizer(config, start_model)
     parent = config.parent_of(stage)
     continue_from = out / parent if stage.continue_adapter and parent else None
     build_model = resolve(spec.build_model) if spec.build_model else lora.build_trainable
@@ -241,15 +265,7 @@ def _train(config: TrainConfig, stage: StageConfig, spec: MethodSpec, out: Path,
         ctx.info["lora_dropout"] = f"train/dropout.py FastDropout on {fast_dropouts} modules"
     train_ds = resolve(spec.build_dataset)(train_rows, ctx)
     eval_ds = resolve(spec.build_dataset)(val_rows, ctx.for_split("val")) if val_rows else None
-    args = training_args(spec, config, stage, ctx, stage_dir)
-    extra = resolve(spec.trainer_kwargs)(ctx) if spec.trainer_kwargs else {}
-    resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
-    log_cb = make_log_callback(stage_dir / "train_log.jsonl", resume_step)
-    with sharding.cpu_fsdp():  # FSDP on CPU ranks: accelerate alone would silently run DDP (sharding.py)
-        trainer = spec.trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                       processing_class=tokenizer, callbacks=[log_cb, *callbacks], **extra)
-    if _is_rank_zero():
-        trainer.add_callback(make_progress_callback(f"{stage.name} ({stage.method})"))
+    trainer = _make_trainer(spec, ctx, stage_dir, train_ds, eval_ds, resume_from, callbacks)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.perf_counter() - started

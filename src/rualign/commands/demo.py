@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from rualign.commands.run_cmd import finish_report
+    from rualign.commands.run import finish_report
     from rualign.errors import RualignError
     from rualign.pipeline import build_plan, load_experiments, print_plan, run_plan, with_judge
 
