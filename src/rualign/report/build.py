@@ -171,7 +171,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARG
     notes = ([judge_card_note(judge_card)] if judge_card is not None else [])
     notes += [f"{run.name}: {note}" for run in runs for note in run.notes]
     notes += _joint_and_judge(runs, rows, judge_notes=judge_card is None)
-    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row.get("lc_warning")]
+    notes += [f"{row['name']}: {row['lc_warning']}" for row in rows if row["lc_warning"]]
     notes += [f"{row['name']}: {row['identical_pairs']} of {row['n_prompts']} answers are identical to the "
               "reference: scored as ties (50) without a judge call" for row in rows if row["identical_pairs"]]
     csv_path = out_dir / "results.csv"

@@ -127,7 +127,7 @@ def _results_table(rows: list[dict]) -> str:
         for header, cell in zip(DISPLAY_HEADERS, display_cells(row)):
             cls = ' class="num"' if header in _NUMERIC else ' class="desc"' if header == "training data" else ""
             title = f' title="{escape(row["lc_warning"])}"' if header == "per-run LC (diag.)" and row["lc_warning"] else ""
-            if header == "score [95% CI]" and row.get("judge_status") == "unvalidated":
+            if header == "score [95% CI]" and row["judge_status"] == "unvalidated":
                 cls, title = ' class="unvalidated"', ' title="the judge behind this score is unvalidated: see the notes"'
 
             cells.append(f"<td{cls}{title}>{escape(cell)}</td>")
@@ -146,12 +146,12 @@ def _diagnostics_table(rows: list[dict]) -> str:
                "win: language", "p90 tokens", "prompts", "judge", "judge status"]
     body = []
     for row in rows:
-        criteria = [None if row.get(c) is None else f"{row[c]:.1f}" for c in CRITERIA_COLUMNS]
+        criteria = [None if row[c] is None else f"{row[c]:.1f}" for c in CRITERIA_COLUMNS]
         values = [row["name"], row["wins"], row["ties"], row["losses"], row["identical_pairs"], _pct(row["tie_rate"]),
                   _pct(row["order_flip_rate"]), _pct(row["first_slot_win_rate"]),
-                  None if row.get("verdict_mass") is None else f"{row['verdict_mass']:.2f}", *criteria,
+                  None if row["verdict_mass"] is None else f"{row['verdict_mass']:.2f}", *criteria,
                   None if row["p90_tokens"] is None else f"{row['p90_tokens']:.0f}", row["n_prompts"], row["judge"],
-                  row.get("judge_status")]
+                  row["judge_status"]]
         body.append("<tr>" + "".join(f"<td>{escape('—' if v is None else str(v))}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     return f'<table id="diagnostics-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'

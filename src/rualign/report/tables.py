@@ -118,13 +118,13 @@ def display_cells(row: dict) -> list[str]:
         score = NOT_JUDGED
     else:
         score = f"{_num(row['score'], 1)} [{_num(row['ci_low'], 1)}, {_num(row['ci_high'], 1)}]"
-        if row.get("judge_status") == "unvalidated":  # visible wherever the score is, never hidden
+        if row["judge_status"] == "unvalidated":  # visible wherever the score is, never hidden
             score += f" {UNVALIDATED}"
-    lc = "—" if row.get("lc") is None else f"{_num(row['lc'], 1)} [{_num(row['lc_ci_low'], 1)}, {_num(row['lc_ci_high'], 1)}]"
+    lc = "—" if row["lc"] is None else f"{_num(row['lc'], 1)} [{_num(row['lc_ci_low'], 1)}, {_num(row['lc_ci_high'], 1)}]"
     return [row["name"], row["description"], row["stages"], _num(row["mean_tokens"], 0),
             _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True),
             _pct(row["capped_share"]), _num(row["ru_share"], 2), _num(row["distinct2"], 2), _num(row["ref_loss"], 2),
-            score, lc, _num(row.get("sc"), 1), _num(row["lc_score"], 1), _num(row["first_slot_win_rate"], 2),
+            score, lc, _num(row["sc"], 1), _num(row["lc_score"], 1), _num(row["first_slot_win_rate"], 2),
             "—" if row["n"] is None else str(row["n"]), "—" if row["failures"] is None else str(row["failures"])]
 
 
@@ -158,13 +158,13 @@ CONTROL_NOTE = ("*LC joint* / *SC joint*: one logistic fit over all runs judged 
 
 def _criteria_table(rows: list[dict]) -> list[str]:
     """Verdict-mode win rate per criterion (0..100, ties ½), when the judge gave criteria."""
-    judged = [r for r in rows if any(r.get(c) is not None for c in CRITERIA_COLUMNS)]
+    judged = [r for r in rows if any(r[c] is not None for c in CRITERIA_COLUMNS)]
     if not judged:
         return []
     names = [c.removeprefix("win_") for c in CRITERIA_COLUMNS]
     lines = ["## Win rate per criterion (verdict mode)", "", "| run | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
-    lines += ["| " + " | ".join([md_cell(r["name"]), *(_num(r.get(c), 1) for c in CRITERIA_COLUMNS)]) + " |"
+    lines += ["| " + " | ".join([md_cell(r["name"]), *(_num(r[c], 1) for c in CRITERIA_COLUMNS)]) + " |"
               for r in judged]
     return lines + [""]
 
@@ -227,6 +227,6 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
         for row in rows:
             console.print(Text(f"  {row['name']}: {' '.join(row['description'].split()) or '—'}"))
         joint = [(row["name"], display_cells(row)[DISPLAY_HEADERS.index("LC joint [95% CI]")]) for row in rows
-                 if row.get("lc") is not None]
+                 if row["lc"] is not None]
         if joint:  # the joint length-controlled score is too wide for the table here, so it gets its own lines
             console.print(Text("  LC joint: " + "; ".join(f"{name} {cell}" for name, cell in joint)))
