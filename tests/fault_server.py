@@ -66,6 +66,7 @@ class FaultServer:
         self.logprobs, self.delay_s, self.status_override = logprobs, delay_s, status_override
         self.log: list[tuple[str, str]] = []
         self.headers: list[dict] = []
+        self.arrived = 0  # chat requests counted when they arrive, so a slow reply can't be counted late
         self._attempts: Counter = Counter()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -92,8 +93,11 @@ class FaultServer:
             return Counter(k for k, o in self.log if o == "ok")
 
     def requests(self) -> int:
+        """Chat requests received so far. Counted on arrival, not when answered: a "slow" reply is still being
+        written after the client gave up on it, and counting it then made a finished run look like it called
+        again later."""
         with self._lock:
-            return len(self.log)
+            return self.arrived
 
     # -- behaviour
     def _decide(self, key: str, messages: list[dict]) -> str:
@@ -166,6 +170,8 @@ class FaultServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, b'{"error": "not found"}')
                     return
+                with server._lock:
+                    server.arrived += 1
                 if server.status_override:
                     server._record(request_key(body.get("messages") or []), str(server.status_override))
                     self._send(server.status_override, b'{"error": "refused"}')
