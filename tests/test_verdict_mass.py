@@ -76,6 +76,8 @@ def test_low_mass_call_is_asked_again_with_the_first_token_constrained(judge_wit
     score, rows, calls = judge_with(RUSSIAN_START, forced="A", constrain="grammar")
     assert calls.count("constrained") == 8
     assert {r["mode"] for r in rows} == {"constrained"} and all(r["error"] is None for r in rows)
+    raw = json.loads(rows[0]["raw"])  # one JSON object: the free call and the constrained letter
+    assert raw["constrained"] == "A" and raw["top_logprobs"][0]["token"] == "В"
     # "A" is the first slot: the model in model_first order, the reference in reference_first order
     assert [r["preference"] for r in rows] == [1.0, 0.0] * 4
     assert score.score == 50.0 and score.first_slot_win_rate == 1.0

@@ -249,7 +249,8 @@ async def _logprob_row(run: _Run, job: Job, value: dict, raw: str, usage: dict, 
     forced, hit = await run.call(job, "constrained", messages)
     cached.append(hit)
     _add_usage(usage, forced)
-    raw = f"{raw}\n--- first token constrained to A/B/C ---\n{forced['text']}"
+    # raw stays one JSON object: the free call's text and top logprobs, plus the constrained call's letter.
+    raw = json.dumps({**json.loads(raw), "constrained": forced["text"]}, ensure_ascii=False)
     letter = parse.letter_of_token(forced["text"])
     if letter is None:
         return _row(job, "constrained", raw=raw, usage=usage, cached=all(cached), verdict_mass=mass,
