@@ -207,8 +207,10 @@ def score_model(model: Any, tokenizer: Any, questions: list[Question], *, style:
 
 def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, style: str = "plain",
                   chat_template: str = "model", batch_size: int = 16, limit: int | None = None,
-                  seed: int = 0, bf16: str = "auto", trust_remote_code: bool = False) -> dict:
-    """Load the model, score every question, write OUT/knowledge.json and OUT/manifest.json."""
+                  seed: int = 0, bf16: str = "auto", trust_remote_code: bool = False,
+                  config_hash: str | None = None) -> dict:
+    """Load the model, score every question, write OUT/knowledge.json and OUT/manifest.json (its config_hash:
+    the caller's, e.g. a pipeline node's key, else the questions file's hash)."""
     import torch
 
     from rualign.eval.backends import bf16_autocast_ok
@@ -229,8 +231,8 @@ def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, sty
               "seconds": round(time.perf_counter() - started, 2)}
     out_dir = Path(out_dir)
     write_json(out_dir / "knowledge.json", result)
-    write_manifest(out_dir, stage="knowledge", config_hash=result["questions_hash"], model=str(model),
-                   questions=str(questions), n=result["n"], style=style, seconds=result["seconds"])
+    write_manifest(out_dir, stage="knowledge", config_hash=config_hash or result["questions_hash"], model=str(model),
+                   questions=str(questions), n=result["n"], style=style, limit=limit, seconds=result["seconds"])
     return result
 
 
