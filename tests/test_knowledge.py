@@ -195,3 +195,66 @@ def test_bundled_ru_mc_is_valid_and_its_readme_counts_match():
     positions = [q.answer for q in questions]
     assert max(positions.count(i) for i in range(4)) < 0.4 * len(questions)  # keys are not all "A"
     assert len({q.question + "|".join(q.choices) for q in questions}) == len(questions)
+
+
+# ------------------------------------------------------------------------------------------- eval.knowledge
+
+def test_experiment_knowledge_key_adds_a_column_and_a_shared_node(tmp_path, tiny_model_dir, write_jsonl):
+    import csv
+
+    from rualign.pipeline import plan_files, run_plan
+    from rualign.pipeline import execute
+
+    questions = write_jsonl("q.jsonl", QUESTIONS)
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"id": "p1", "prompt": "Привет"}, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"""\
+defaults:
+  model: {tiny_model_dir}
+  eval:
+    prompts: prompts.jsonl
+    generation: {{max_new_tokens: 3, batch_size: 2}}
+    reference: {{model: {tiny_model_dir}, generation: {{max_new_tokens: 2}}}}
+    judge: local:{tiny_model_dir}
+    knowledge: {questions.name}
+    knowledge_limit: 5
+experiments:
+  - name: base
+  - name: base-short
+    eval: {{generation: {{max_new_tokens: 2}}}}
+""", encoding="utf-8")
+    out = tmp_path / "runs"
+    plan = plan_files([path], out)
+    knowledge_nodes = [n for n in plan.nodes.values() if n.kind == "knowledge"]
+    assert len(knowledge_nodes) == 1 and knowledge_nodes[0].used_by == ["base", "base-short"]  # one model, once
+    folders, outcome = run_plan(plan, out)
+    assert outcome[knowledge_nodes[0].id] == "ran"
+    for folder in folders:
+        result = json.loads((folder / "knowledge.json").read_text(encoding="utf-8"))
+        assert result["n"] == 5 and len(result["predictions"]) == 5
+    assert main(["report", *map(str, folders), "--out", str(tmp_path / "report")]) == 0
+    with open(tmp_path / "report" / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = 100 * json.loads((folders[0] / "knowledge.json").read_text())["accuracy"]
+    assert float(rows[0]["knowledge"]) == pytest.approx(expected) and rows[0]["knowledge_norm"] != ""
+    assert "knowledge" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+
+    # More questions: only the knowledge node is redone (answers and judgments stay cached).
+    path.write_text(path.read_text(encoding="utf-8").replace("knowledge_limit: 5", "knowledge_limit: 6"),
+                    encoding="utf-8")
+    _, outcome = run_plan(plan_files([path], out), out)
+    assert sorted(k.split("/")[0] for k, v in outcome.items() if v == "ran") == ["knowledge"]
+    assert execute.RUNNERS["knowledge"]  # a node kind of its own
+
+
+def test_missing_knowledge_file_is_a_plan_error(tmp_path, tiny_model_dir):
+    from rualign.pipeline import plan_files
+
+    (tmp_path / "prompts.jsonl").write_text('{"id": "p1", "prompt": "x"}\n', encoding="utf-8")
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: a\nmodel: {tiny_model_dir}\neval: {{prompts: prompts.jsonl, reference: "
+                    f"{{model: {tiny_model_dir}}}, judge: local:{tiny_model_dir}, knowledge: nowhere.jsonl}}\n",
+                    encoding="utf-8")
+    with pytest.raises(DataError, match="questions file does not exist"):
+        plan_files([path], tmp_path / "runs")

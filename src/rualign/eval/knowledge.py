@@ -102,6 +102,23 @@ def load_questions(spec: str | Path) -> list[Question]:
     return questions
 
 
+def read_knowledge(path: str | Path) -> dict:
+    """knowledge.json's summary (no per-question predictions), checked: accuracies in [0, 1], n >= 1."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"knowledge.json is not valid JSON: {exc}", path=path) from exc
+    ok = isinstance(data, dict) and isinstance(data.get("n"), int) and data["n"] >= 1 and all(
+        isinstance(data.get(k), (int, float)) and 0 <= data[k] <= 1 for k in ("accuracy", "accuracy_norm"))
+    if not ok:
+        raise DataError("knowledge.json lacks accuracy / accuracy_norm in [0, 1] or n", path=path,
+                        expected="knowledge.json of docs/formats.md")
+    return {k: v for k, v in data.items() if k != "predictions"}
+
+
 # ------------------------------------------------------------------------------------------- scoring
 
 def encode_pairs(tokenizer: Any, questions: list[Question], style: str) -> list[tuple[list[int], list[int]]]:

@@ -114,8 +114,16 @@ def _run_judge(node: Node, plan: Plan) -> None:
               cache_path=cfg.cache or plan.store / "judge_cache.sqlite")
 
 
+def _run_knowledge(node: Node, plan: Plan) -> None:
+    from rualign.eval.knowledge import run_knowledge
+
+    run_knowledge(model_location(node, plan), node.spec["questions"], node.folder, limit=node.spec["limit"],
+                  trust_remote_code=node.spec["trust_remote_code"], config_hash=node.key)
+
+
 RUNNERS: dict[str, Callable[[Node, Plan], None]] = {
-    "data": _run_data, "train": _run_train, "answers": _run_answers, "judge": _run_judge}
+    "data": _run_data, "train": _run_train, "answers": _run_answers, "judge": _run_judge,
+    "knowledge": _run_knowledge}
 
 
 def execute(plan: Plan, say: Callable[[str], None] = _say) -> dict[str, str]:
@@ -155,6 +163,9 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     judge = plan.nodes[run.judge].folder
     for name in ("score.json", "judgments.jsonl", "manifest.json"):
         _copy(judge / name, folder / "judge" / name)
+    (folder / "knowledge.json").unlink(missing_ok=True)
+    if run.knowledge:
+        _copy(plan.nodes[run.knowledge].folder / "knowledge.json", folder / "knowledge.json")
     ref_loss = plan.nodes[run.answers].folder / "ref_loss.json"
     (folder / "ref_loss.json").unlink(missing_ok=True)
     if ref_loss.is_file():

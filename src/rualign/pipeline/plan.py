@@ -6,6 +6,7 @@ Node kinds and where they live (STORE = `<out>/_store` unless --store):
   answers/<hash>/  answers.jsonl                      hash = model node (or model spec) + prompts file +
                                                       generation params + counting tokenizer
   judge/<hash>/    judgments.jsonl, score.json         hash = answers hash + reference hash + judge settings
+  knowledge/<hash>/ knowledge.json (eval.knowledge)   hash = model node (or model spec) + questions file + limit
 Two experiments that share a base model, a recipe, a stage or a reference get the same hashes, so the
 work is done once. Building a plan reads configs and hashes input files; it never loads a model and never
 touches the network (hf: sources and hub model ids are listed as "remote, not checked").
@@ -44,7 +45,7 @@ class Node:
         return f"{self.kind}/{self.key}"
 
     def finished(self) -> bool:
-        if self.kind in ("data", "answers"):
+        if self.kind in ("data", "answers", "knowledge"):
             return is_finished(self.folder, self.key)
         if self.kind == "train":
             manifest = read_manifest(self.folder / self.spec["stage"].name)
@@ -70,6 +71,7 @@ class RunPlan:
     judge: str                # node id
     stage_data: list[str]     # per stage: a human label of its data
     judge_config: JudgeConfig
+    knowledge: str | None = None  # node id of the knowledge check (eval.knowledge)
 
 
 @dataclass
@@ -259,7 +261,25 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
                            "seed": exp.eval.judge_seed},
                           deps=[answers.id] + ([reference] if not reference.startswith("file:") else []),
                           notes=notes), exp.name)
-    return RunPlan(exp, answers.id, reference, judge.id, labels, cfg)
+    knowledge = _knowledge_node(exp, final, plan) if exp.eval.knowledge else None
+    return RunPlan(exp, answers.id, reference, judge.id, labels, cfg, knowledge=knowledge.id if knowledge else None)
+
+
+def _knowledge_node(exp: Experiment, model_node: Node | None, plan: Plan) -> Node:
+    """The knowledge check of the experiment's model: keyed by the model and the questions file's content, so
+    experiments sharing a trained model share it, and changing the questions redoes only this node."""
+    from rualign.eval.knowledge import resolve_questions_path
+
+    spec = exp.eval.knowledge
+    questions = spec if spec.startswith("bundled:") else _resolve(spec, exp)
+    identity = f"train:{model_node.key}" if model_node else exp.model
+    key = stable_hash({"model": identity, "questions": file_hash(resolve_questions_path(questions)),
+                       "limit": exp.eval.knowledge_limit, "version": 1})
+    node = Node("knowledge", key, f"knowledge {exp.name}", plan.store / "knowledge" / key,
+                {"model": exp.model, "model_node": model_node.id if model_node else None, "questions": questions,
+                 "limit": exp.eval.knowledge_limit, "trust_remote_code": exp.trust_remote_code},
+                deps=[model_node.id] if model_node else [])
+    return plan.add(node, exp.name)
 
 
 def build_plan(experiments: list[Experiment], store: str | Path, *, allow_missing: bool = False) -> Plan:

@@ -57,6 +57,9 @@ class Evaluation(Strict):
     heldout: str | None = Field(None, description="held-out conversations for ref_loss (hf backend): "
                                                   "bundled:grandmaster (its test split) or a JSONL file")
     heldout_limit: int = Field(16, ge=1, description="ref_loss over the first N held-out conversations")
+    knowledge: str | None = Field(None, description="multiple-choice knowledge check of the experiment's model: "
+                                                    "bundled:ru_mc or a questions JSONL (the `knowledge` column)")
+    knowledge_limit: int | None = Field(None, ge=1, description="only the first N knowledge questions")
 
     @field_validator("judge", mode="before")
     @classmethod

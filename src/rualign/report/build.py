@@ -33,6 +33,7 @@ class Run:
     reference_path: str | None = None
     notes: list[str] = field(default_factory=list)
     ref_loss: float | None = None  # ref_loss.json of the run folder (hf generation with eval.heldout)
+    knowledge: dict | None = None  # knowledge.json of the run folder (eval.knowledge): accuracy, accuracy_norm, n
 
 
 def _check_run_folder(folder: Path) -> None:
@@ -88,6 +89,10 @@ def load_run(folder: str | Path) -> Run:
         run.notes.append("not judged: judge/score.json is missing")
     if (folder / "ref_loss.json").is_file():
         run.ref_loss = read_ref_loss(folder / "ref_loss.json").ref_loss
+    if (folder / "knowledge.json").is_file():
+        from rualign.eval.knowledge import read_knowledge
+
+        run.knowledge = read_knowledge(folder / "knowledge.json")
     _load_references(folder, meta, run)
     return run
 

@@ -30,8 +30,8 @@ def score_columns() -> list[str]:
 
 
 # Judge-free columns computed from the run folder itself (eval/metrics.py): answers stopped at max_new_tokens,
-# language, loops, held-out loss.
-ANSWER_COLUMNS = ["capped_share", "ru_share", "distinct2", "ref_loss"]
+# language, loops, held-out loss; and the knowledge check (eval.knowledge) in points: 100 x accuracy.
+ANSWER_COLUMNS = ["capped_share", "ru_share", "distinct2", "ref_loss", "knowledge", "knowledge_norm"]
 # The joint fit over runs sharing a reference (report/joint_view.py): lc / sc with CIs. score.json's own
 # `lc_score` is a per-run fit, kept as a diagnostic under its own name.
 JOINT_COLUMNS = ["lc", "lc_ci_low", "lc_ci_high", "sc", "sc_ci_low", "sc_ci_high"]
@@ -41,7 +41,7 @@ CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), *JOI
                *CRITERIA_COLUMNS, "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target",
                *ANSWER_COLUMNS, "judge", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
-                   "at cap", "ru share", "distinct-2", "ref loss", "score [95% CI]", "LC joint [95% CI]", "SC joint",
+                   "at cap", "ru share", "distinct-2", "ref loss", "knowledge", "score [95% CI]", "LC joint [95% CI]", "SC joint",
                    "per-run LC (diag.)", "first slot", "n", "failures"]
 UNVALIDATED = "UNVALIDATED"
 
@@ -90,7 +90,8 @@ def _answer_metrics(run: "Run") -> dict[str, Any]:
 
     capped = [a.finish_reason == "length" for a in run.answers if a.finish_reason]
     return {"capped_share": sum(capped) / len(capped) if capped else None,
-            **answer_metrics([a.answer for a in run.answers]), "ref_loss": run.ref_loss}
+            **answer_metrics([a.answer for a in run.answers]), "ref_loss": run.ref_loss,
+            "knowledge": _points(run.knowledge, "accuracy"), "knowledge_norm": _points(run.knowledge, "accuracy_norm")}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -112,6 +113,11 @@ def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.0f}%"
 
 
+def _points(knowledge: dict | None, key: str) -> float | None:
+    value = (knowledge or {}).get(key)
+    return None if value is None else 100.0 * value
+
+
 def display_cells(row: dict) -> list[str]:
     """The human-readable cells, in DISPLAY_HEADERS order."""
     if row["status"] == NOT_JUDGED:
@@ -124,7 +130,8 @@ def display_cells(row: dict) -> list[str]:
     return [row["name"], row["description"], row["stages"], _num(row["mean_tokens"], 0),
             _num(row["median_tokens"], 0), _num(row["gap_to_target"], 0, signed=True),
             _pct(row["capped_share"]), _num(row["ru_share"], 2), _num(row["distinct2"], 2), _num(row["ref_loss"], 2),
-            score, lc, _num(row["sc"], 1), _num(row["lc_score"], 1), _num(row["first_slot_win_rate"], 2),
+            _num(row["knowledge"], 1), score, lc, _num(row["sc"], 1), _num(row["lc_score"], 1),
+            _num(row["first_slot_win_rate"], 2),
             "—" if row["n"] is None else str(row["n"]), "—" if row["failures"] is None else str(row["failures"])]
 
 
@@ -207,7 +214,7 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
     table = Table(title="rualign results", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     # An 80-column terminal cannot hold every column: the CSV, report.md and report.html keep them all.
     narrow_drop = {"training data", "median tokens", "LC joint [95% CI]", "per-run LC (diag.)", "SC joint",
-                   "first slot", "n", "at cap", "ref loss"}
+                   "first slot", "n", "at cap", "ref loss", "knowledge"}
     shown = [i for i, h in enumerate(DISPLAY_HEADERS) if wide or h not in narrow_drop]
     all_cells = [display_cells(row) for row in rows]
     for i in shown:
