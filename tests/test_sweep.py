@@ -200,7 +200,9 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_
     from rualign.pipeline import execute
 
     _experiment(tmp_path, tiny_model_dir)
-    path = _sweep(tmp_path, "trials: 2\nspace:\n  stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")
+    # A constraint no trial can meet: trials are marked infeasible and best.yaml is the least violating one.
+    path = _sweep(tmp_path, "trials: 2\nconstraints: [{metric: mean_tokens, min: 1000}]\n"
+                            "space:\n  stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")
     original, calls = execute.RUNNERS["judge"], []
 
     def flaky(node, plan):
@@ -214,7 +216,9 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_
     rows = _trials(tmp_path / "out")
     assert [r["status"] for r in rows] == ["fail", "complete"]
     assert "RuntimeError: judge endpoint went away" in rows[0]["error"]
+    assert rows[1]["feasible"] == "False" and float(rows[1]["mean_tokens"]) < 1000
     assert (tmp_path / "out" / "best.yaml").is_file()
+    assert "NO trial met mean_tokens >= 1000" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
 def test_objective_that_is_no_results_column_stops_the_sweep(tmp_path, tiny_model_dir, capsys):
@@ -272,3 +276,20 @@ def test_two_workers_share_one_study(tmp_path, tiny_model_dir):
     assert 4 <= len(states) <= 5 and set(states) == {"COMPLETE"}  # none lost or left running
     assert sorted(numbers) == sorted(t.number for t in study.get_trials())
     assert len(_trials(out)) == len(states)
+
+
+def test_knowledge_as_objective_and_constraint(tmp_path, tiny_model_dir):
+    """eval.knowledge's column is an objective or a bound like any other results.csv column."""
+    path = _experiment(tmp_path, tiny_model_dir)
+    questions = [{"id": f"q{i}", "question": f"Сколько будет {i} + 1?", "choices": [str(i + 1), str(i + 5)],
+                  "answer": 0} for i in range(4)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions),
+                                      encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8") + "  knowledge: q.jsonl\n", encoding="utf-8")
+    sweep = _sweep(tmp_path, "trials: 2\nobjective: {metric: knowledge}\nconstraints: [{metric: knowledge, min: 0}]\n"
+                             "space:\n  stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "out")]) == 0
+    rows = _trials(tmp_path / "out")
+    assert [r["status"] for r in rows] == ["complete", "complete"]
+    assert all(0 <= float(r["knowledge"]) <= 100 and r["feasible"] == "True" for r in rows)
+    assert "best knowledge with knowledge >= 0" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")

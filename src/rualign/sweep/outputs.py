@@ -40,9 +40,15 @@ def trial_rows(sweep: Sweep, trials: list) -> tuple[list[dict], list[str]]:
 
 
 def _feasible(sweep: Sweep, trial) -> bool | None:
-    if sweep.config.length is None or "distance" not in trial.user_attrs:
-        return None
-    return trial.user_attrs["distance"] <= sweep.config.length.tolerance
+    """Every constraint met and the mean length within tolerance (None: nothing to meet, or no values)."""
+    checks = [c <= 0 for c in trial.user_attrs.get("constraint") or []]
+    if sweep.config.length is not None and "distance" in trial.user_attrs:
+        checks.append(trial.user_attrs["distance"] <= sweep.config.length.tolerance)
+    return all(checks) if checks else None
+
+
+def _violation(trial) -> float:
+    return sum(max(0.0, c) for c in trial.user_attrs.get("constraint") or [math.inf])
 
 
 def best_trial(sweep: Sweep, study) -> tuple[Any, str]:
@@ -59,15 +65,19 @@ def best_trial(sweep: Sweep, study) -> tuple[Any, str]:
     if len(sweep.config.directions) == 2:
         front = {t.number for t in study.best_trials}
         pool = [t for t in done if t.number in front]
-    if sweep.config.length is None:
+    if sweep.config.length is None and not sweep.config.constraints:
         return max(pool, key=score), "best objective"
     feasible = [t for t in pool if _feasible(sweep, t)]
+    rules = ([f"|mean tokens - {sweep.target}| <= {sweep.config.length.tolerance:g}"] if sweep.config.length else [])
+    rules += [f"{c.metric} " + " and ".join(f"{op} {v:g}" for op, v in ((">=", c.min), ("<=", c.max)) if v is not None)
+              for c in sweep.config.constraints]
     if feasible:
-        return max(feasible, key=score), (f"best {sweep.config.objective.metric} with |mean tokens - "
-                                          f"{sweep.target}| <= {sweep.config.length.tolerance:g}")
-    closest = min(pool, key=lambda t: t.user_attrs.get("distance", math.inf))
-    return closest, (f"NO trial met |mean tokens - {sweep.target}| <= {sweep.config.length.tolerance:g}: "
-                     "best.yaml is the closest one")
+        return max(feasible, key=score), f"best {sweep.config.objective.metric} with {', '.join(rules)}"
+    if sweep.config.length is not None and sweep.config.length.as_ == "objective" and not sweep.config.constraints:
+        closest = min(pool, key=lambda t: t.user_attrs.get("distance", math.inf))
+    else:
+        closest = min(pool, key=_violation)
+    return closest, f"NO trial met {', '.join(rules)}: best.yaml is the closest one"
 
 
 def write_trials_csv(rows: list[dict], columns: list[str], path: Path) -> None:
@@ -154,6 +164,8 @@ def _markdown(sweep: Sweep, rows: list[dict], columns: list[str], best: Any, how
     shown = ["trial", "status", *cfg.space, cfg.objective.metric]
     if cfg.length:
         shown += [cfg.length.metric, "distance"]
+    shown += [c.metric for c in cfg.constraints if c.metric not in shown]
+    shown += ["feasible"] if cfg.length or cfg.constraints else []
     shown += ["val_loss", "error"]
     counts: dict[str, int] = {}
     for row in rows:
@@ -162,6 +174,9 @@ def _markdown(sweep: Sweep, rows: list[dict], columns: list[str], best: Any, how
              f"Base experiment `{sweep.base_file}`; objective: {cfg.objective.direction} "
              f"`{cfg.objective.metric}`" + (f"; length target {sweep.target} ± {cfg.length.tolerance:g} tokens "
                                             f"as a {cfg.length.as_}" if cfg.length else "")
+             + "".join(f"; constraint {c.metric} " + " and ".join(f"{op} {v:g}" for op, v in
+                                                                 ((">=", c.min), ("<=", c.max)) if v is not None)
+                       for c in cfg.constraints)
              + f"; sampler {cfg.sampler}.", "",
              "Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
     if best is not None:

@@ -7,6 +7,7 @@
       stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}
     objective: {metric: score, direction: maximize}     # any results.csv column
     length: {target: 540, tolerance: 60, as: constraint}  # or `as: objective` (a second objective)
+    constraints: [{metric: knowledge, min: 25.0}]      # bounds on any other results.csv column
     pruner: {median: {startup_trials: 2}}              # on validation loss after training; or `none`
 
 Everything is checked before a trial runs: every path resolves, every distribution is a real range, and the
@@ -39,6 +40,28 @@ class LengthTarget(Strict):
     model_config = {"populate_by_name": True, "extra": "forbid"}
 
 
+class Constraint(Strict):
+    """A bound on a results.csv column that every acceptable trial meets, e.g. knowledge >= base - 2 points."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> "Constraint":
+        if self.min is None and self.max is None:
+            raise ValueError(f"constraint on '{self.metric}' needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"constraint on '{self.metric}': min {self.min} is greater than max {self.max}")
+        return self
+
+    def violation(self, value: float) -> float:
+        """<= 0 when met (Optuna's convention): how far outside the bound the value is."""
+        over = [self.min - value] if self.min is not None else []
+        over += [value - self.max] if self.max is not None else []
+        return max(over)
+
+
 class MedianPruner(Strict):
     startup_trials: int = Field(2, ge=0, description="trials that finish before any is pruned")
 
@@ -59,6 +82,7 @@ class SweepConfig(Strict):
     space: dict[str, Distribution] = Field(min_length=1)
     objective: Objective = Field(default_factory=Objective)
     length: LengthTarget | None = None
+    constraints: list[Constraint] = Field(default_factory=list, description="bounds on other results.csv columns")
     pruner: Pruner | Literal["none"] = "none"
     _source: Path | None = PrivateAttr(default=None)
 
@@ -76,6 +100,12 @@ class SweepConfig(Strict):
     def directions(self) -> list[str]:
         two = self.length is not None and self.length.as_ == "objective"
         return [self.objective.direction] + (["minimize"] if two else [])
+
+    @property
+    def n_constraints(self) -> int:
+        """Constraint values per trial: the length window (when a constraint) first, then `constraints`."""
+        length = self.length is not None and self.length.as_ == "constraint"
+        return int(length) + len(self.constraints)
 
     @property
     def median_pruner(self) -> MedianPruner | None:

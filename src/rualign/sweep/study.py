@@ -61,14 +61,14 @@ def open_study(sweep: Sweep, storage: Any):
     import optuna
 
     cfg = sweep.config
+    constraints = _constraints_func(cfg.n_constraints) if cfg.n_constraints else None
     if cfg.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, constraints_func=_constraints if _constrained(sweep)
-                                                else None)
+        sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, constraints_func=constraints)
     elif cfg.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(4, cfg.trials),
-                                             constraints_func=_constraints if _constrained(sweep) else None)
+                                             constraints_func=constraints)
     median = cfg.median_pruner
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=median.startup_trials, n_warmup_steps=0)
               if median else optuna.pruners.NopPruner())
@@ -76,13 +76,12 @@ def open_study(sweep: Sweep, storage: Any):
                                directions=sweep.config.directions, load_if_exists=True)
 
 
-def _constrained(sweep: Sweep) -> bool:
-    return sweep.config.length is not None and sweep.config.length.as_ == "constraint"
+def _constraints_func(count: int):
+    def constraints(trial) -> list[float]:
+        # Optuna calls this after a trial finishes; <= 0 means met. A trial without values counts as infeasible.
+        return trial.user_attrs.get("constraint") or [math.inf] * count
 
-
-def _constraints(trial) -> list[float]:
-    # Optuna calls this after a trial finishes; <= 0 means feasible. A failed trial has none: infeasible.
-    return [trial.user_attrs.get("constraint", math.inf)]
+    return constraints
 
 
 def counted(study) -> int:
@@ -235,13 +234,21 @@ class TrialRunner:
     def _values(self, trial, row: dict, csv_path: Path) -> Any:
         cfg = self.sweep.config
         score = metric_value(row, cfg.objective.metric, csv_path, self.sweep, "objective.metric")
-        if cfg.length is None:
-            return score
-        mean = metric_value(row, cfg.length.metric, csv_path, self.sweep, "length.metric")
-        distance = abs(mean - self.sweep.target)
-        trial.set_user_attr("distance", distance)
-        trial.set_user_attr("constraint", distance - cfg.length.tolerance)
-        return score if cfg.length.as_ == "constraint" else (score, distance)
+        violations = []
+        distance = None
+        if cfg.length is not None:
+            mean = metric_value(row, cfg.length.metric, csv_path, self.sweep, "length.metric")
+            distance = abs(mean - self.sweep.target)
+            trial.set_user_attr("distance", distance)
+            if cfg.length.as_ == "constraint":
+                violations.append(distance - cfg.length.tolerance)
+        for number, bound in enumerate(cfg.constraints):
+            value = metric_value(row, bound.metric, csv_path, self.sweep, f"constraints[{number}].metric")
+            violations.append(bound.violation(value))
+        if violations:
+            trial.set_user_attr("constraint", violations)
+        two = cfg.length is not None and cfg.length.as_ == "objective"
+        return (score, distance) if two else score
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, trials: int | None = None, storage: str | None = None,
