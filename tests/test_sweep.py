@@ -117,6 +117,16 @@ def test_bad_ranges_are_errors(tmp_path, tiny_model_dir):
     assert "one objective" in err.message
 
 
+def test_searched_generation_without_a_pinned_reference_is_noted(tmp_path, tiny_model_dir):
+    path = _experiment(tmp_path, tiny_model_dir)
+    path.write_text(path.read_text(encoding="utf-8").replace(", generation: {max_new_tokens: 3}}", "}"),
+                    encoding="utf-8")  # the reference inherits eval.generation
+    space = "space:\n  eval.generation.max_new_tokens: {int: [2, 6]}\n"
+    assert "judged against a reference generated with its own settings" in load_sweep(_sweep(tmp_path, space)).notes[0]
+    pinned = "fixed:\n  eval.reference.generation: {max_new_tokens: 3}\n" + space
+    assert load_sweep(_sweep(tmp_path, pinned)).notes == []
+
+
 def test_dry_run_prints_the_space(tmp_path, tiny_model_dir, capsys):
     _experiment(tmp_path, tiny_model_dir)
     path = _sweep(tmp_path, "space:\n  stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")

@@ -207,7 +207,7 @@ def write_outputs(sweep: Sweep, study, out: Path) -> dict:
     rows, columns = trial_rows(sweep, trials)
     write_trials_csv(rows, columns, out / "trials.csv")
     best, how = best_trial(sweep, study)
-    notes: list[str] = []
+    notes: list[str] = list(sweep.notes)
     if best is not None:
         shutil.copyfile(best.user_attrs["experiment"], out / ".best.yaml.tmp")
         (out / ".best.yaml.tmp").replace(out / "best.yaml")

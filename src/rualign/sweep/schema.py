@@ -117,6 +117,19 @@ class Sweep:
 
     def __init__(self, config: SweepConfig, path: Path, base: dict, base_file: Path, locations: dict[str, tuple]):
         self.config, self.path, self.base, self.base_file, self.locations = config, path, base, base_file, locations
+        self.notes = self._notes()
+
+    def _notes(self) -> list[str]:
+        """Legal but probably unintended set-ups, said once at the start and in report.md."""
+        reference = (self.base.get("eval") or {}).get("reference") or {}
+        pinned = "generation" in reference or any(p.startswith("eval.reference.generation") for p in self.config.fixed)
+        searched = [p for p in self.config.space if p.startswith("eval.generation")]
+        if searched and "model" in reference and not pinned:
+            return [f"{searched[0]} is searched and the reference model inherits eval.generation, so each trial is "
+                    "judged against a reference generated with its own settings (and the reference is regenerated "
+                    "per setting); pin eval.reference.generation under `fixed:` to judge every trial against one "
+                    "reference"]
+        return []
 
     @property
     def study_name(self) -> str:

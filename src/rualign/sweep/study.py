@@ -270,6 +270,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, trials: int | None = None, s
         if counted(study) >= target:
             study.stop()
 
+    for note in sweep.notes:
+        _say(f"note: {note}")
     before = counted(study)
     if before < target:
         _say(f"study '{sweep.study_name}': {before} trial(s) so far, running until {target}")
