@@ -32,23 +32,31 @@ def trial_rows(sweep: Sweep, trials: list) -> tuple[list[dict], list[str]]:
                "val_loss": t.user_attrs.get("val_loss"), "distance": t.user_attrs.get("distance"),
                "feasible": _feasible(sweep, t), "seconds": t.user_attrs.get("seconds"),
                "run_dir": t.user_attrs.get("run_dir"),
-               "error": t.user_attrs.get("error") or t.user_attrs.get("prune_note")}
+               "error": t.user_attrs.get("error") or t.user_attrs.get("prune_note") or (
+                   "interrupted, or its worker was lost (not counted against --trials; finished stages are reused)"
+                   if t.state.name == "FAIL" else None)}
         rows.append(row)
     columns = (["trial", "status"] + params + metric_names +
                ["val_loss", "distance", "feasible", "seconds", "run_dir", "error"])
     return rows, columns
 
 
+def constraint_values(trial) -> list[float]:
+    """A trial's constraint values (a single number in studies written by the first sweep version)."""
+    value = trial.user_attrs.get("constraint")
+    return [] if value is None else (list(value) if isinstance(value, list) else [value])
+
+
 def _feasible(sweep: Sweep, trial) -> bool | None:
     """Every constraint met and the mean length within tolerance (None: nothing to meet, or no values)."""
-    checks = [c <= 0 for c in trial.user_attrs.get("constraint") or []]
+    checks = [c <= 0 for c in constraint_values(trial)]
     if sweep.config.length is not None and "distance" in trial.user_attrs:
         checks.append(trial.user_attrs["distance"] <= sweep.config.length.tolerance)
     return all(checks) if checks else None
 
 
 def _violation(trial) -> float:
-    return sum(max(0.0, c) for c in trial.user_attrs.get("constraint") or [math.inf])
+    return sum(max(0.0, c) for c in constraint_values(trial) or [math.inf])
 
 
 def best_trial(sweep: Sweep, study) -> tuple[Any, str]:

@@ -79,7 +79,9 @@ def open_study(sweep: Sweep, storage: Any):
 def _constraints_func(count: int):
     def constraints(trial) -> list[float]:
         # Optuna calls this after a trial finishes; <= 0 means met. A trial without values counts as infeasible.
-        return trial.user_attrs.get("constraint") or [math.inf] * count
+        from rualign.sweep.outputs import constraint_values
+
+        return constraint_values(trial) or [math.inf] * count
 
     return constraints
 
