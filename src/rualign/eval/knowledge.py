@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rualign.errors import DataError
-from rualign.runs import file_hash, write_json, write_manifest
+from rualign.runs import file_hash, write_manifest
 
 BUNDLED_PREFIX = "bundled:"
 EXPECTED = '{"id", "category", "question", "choices": [at least 2 strings], "answer": 0-based index}'
@@ -100,23 +100,6 @@ def load_questions(spec: str | Path) -> list[Question]:
     if not questions:
         raise DataError("no questions in the file", path=path, expected=EXPECTED)
     return questions
-
-
-def read_knowledge(path: str | Path) -> dict:
-    """knowledge.json's summary (no per-question predictions), checked: accuracies in [0, 1], n >= 1."""
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"knowledge.json is not valid JSON: {exc}", path=path) from exc
-    ok = isinstance(data, dict) and isinstance(data.get("n"), int) and data["n"] >= 1 and all(
-        isinstance(data.get(k), (int, float)) and 0 <= data[k] <= 1 for k in ("accuracy", "accuracy_norm"))
-    if not ok:
-        raise DataError("knowledge.json lacks accuracy / accuracy_norm in [0, 1] or n", path=path,
-                        expected="knowledge.json of docs/formats.md")
-    return {k: v for k, v in data.items() if k != "predictions"}
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -246,8 +229,10 @@ def run_knowledge(model: str, questions: str | Path, out_dir: str | Path, *, sty
     result = {"model": str(model), "questions": str(questions),
               "questions_hash": file_hash(resolve_questions_path(questions)), **result,
               "seconds": round(time.perf_counter() - started, 2)}
+    from rualign.records import KnowledgeResult, write_knowledge
+
     out_dir = Path(out_dir)
-    write_json(out_dir / "knowledge.json", result)
+    write_knowledge(out_dir / "knowledge.json", KnowledgeResult(**result))
     write_manifest(out_dir, stage="knowledge", config_hash=config_hash or result["questions_hash"], model=str(model),
                    questions=str(questions), n=result["n"], style=style, limit=limit, seconds=result["seconds"])
     return result

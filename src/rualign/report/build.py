@@ -90,9 +90,9 @@ def load_run(folder: str | Path) -> Run:
     if (folder / "ref_loss.json").is_file():
         run.ref_loss = read_ref_loss(folder / "ref_loss.json").ref_loss
     if (folder / "knowledge.json").is_file():
-        from rualign.eval.knowledge import read_knowledge
+        from rualign.records import read_knowledge
 
-        run.knowledge = read_knowledge(folder / "knowledge.json")
+        run.knowledge = read_knowledge(folder / "knowledge.json").model_dump(exclude={"predictions"})
     _load_references(folder, meta, run)
     return run
 
