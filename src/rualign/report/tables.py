@@ -41,8 +41,8 @@ CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), *JOI
                *CRITERIA_COLUMNS, "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target",
                *ANSWER_COLUMNS, "judge", "run_dir"]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
-                   "at cap", "ru share", "distinct-2", "ref loss", "knowledge", "score [95% CI]", "LC joint [95% CI]", "SC joint",
-                   "per-run LC (diag.)", "first slot", "n", "failures"]
+                   "at cap", "ru share", "distinct-2", "ref loss", "knowledge", "score [95% CI]", "LC joint [95% CI]",
+                   "SC joint", "per-run LC (diag.)", "first slot", "n", "failures"]
 UNVALIDATED = "UNVALIDATED"
 
 
