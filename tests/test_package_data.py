@@ -97,4 +97,4 @@ def test_demo_dry_run_from_the_unpacked_wheel(wheel, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     out = " ".join(done.stdout.split())
-    assert "4 experiment(s), 14 stage(s): 14 would run, 0 cached" in out
+    assert "5 experiment(s), 18 stage(s): 18 would run, 0 cached" in out  # base, 2 SFT, SimPO, control

@@ -7,9 +7,10 @@ import csv
 from pathlib import Path
 
 from rualign.report.build import build_report
-from rualign.report.tables import display_cells
+from rualign.report.tables import DISPLAY_HEADERS, display_cells
 from test_report import write_fake_runs
 
+SCORE = DISPLAY_HEADERS.index("score [95% CI]")  # by name: columns were added before it once already
 CARD = {"accuracy": 0.5, "ci_low": 0.38, "ci_high": 0.62, "n": 16, "n_pairs": 16, "first_slot_rate": 0.93,
         "order_flip_rate": 0.9, "tie_rate": 0.0, "verdict_mass": 0.18, "validated": False,
         "reasons": ["accuracy 0.50 [0.38, 0.62] is not above chance"], "failed_pairs": 0,
@@ -22,7 +23,7 @@ def test_unvalidated_card_marks_scores(tmp_path):
     result = build_report(runs, tmp_path / "report", target=540, judge_card=CARD)
     judged = [r for r in result["rows"] if r["status"] == "judged"]
     assert judged and all(r["judge_status"] == "unvalidated" for r in judged)
-    assert all(display_cells(r)[10].endswith(" UNVALIDATED") for r in judged)
+    assert all(display_cells(r)[SCORE].endswith(" UNVALIDATED") for r in judged)
     assert result["notes"][0].startswith("judge card (16 of 16 gold pairs from bundled:gold_ru): accuracy 0.5 "
                                          "[0.38, 0.62], first-slot rate 0.93, verdict mass 0.18 -> UNVALIDATED")
     md = Path(result["files"]["md"]).read_text(encoding="utf-8")
@@ -38,6 +39,6 @@ def test_validated_or_missing_card_leaves_scores_alone(tmp_path):
     plain = build_report(runs, tmp_path / "plain", target=540)
     good = build_report(runs, tmp_path / "good", target=540, judge_card={**CARD, "validated": True, "reasons": []})
     for result in (plain, good):
-        assert not any(display_cells(r)[10].endswith(" UNVALIDATED") for r in result["rows"])
+        assert not any(display_cells(r)[SCORE].endswith(" UNVALIDATED") for r in result["rows"])
     assert all(r["judge_status"] is None for r in plain["rows"])
     assert good["notes"][0].endswith("-> validated")
