@@ -38,7 +38,7 @@ def _expected_cells(row: dict) -> list[str]:
     capped = f"{100 * float(row['capped_share']):.0f}%" if row["capped_share"] else "—"
     return [row["name"], row["description"].replace("\n", " "), row["stages"], num("mean_tokens", ".0f"),
             num("median_tokens", ".0f"), num("gap_to_target", "+.0f"), capped, num("ru_share", ".2f"),
-            num("distinct2", ".2f"), num("ref_loss", ".2f"), score, ci("lc", "lc_") if row["lc"] else "—",
+            num("distinct2", ".2f"), num("ref_loss", ".2f"), num("knowledge", ".1f"), score, ci("lc", "lc_") if row["lc"] else "—",
             num("sc", ".1f"), num("lc_score", ".1f"), num("first_slot_win_rate", ".2f"),
             row["n"] or "—", row["failures"] or "—"]
 
