@@ -43,3 +43,17 @@ def write_jsonl(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(autouse=True)
+def _terminal_flags_do_not_leak():
+    """`rualign -q` / `-v` set RUALIGN_QUIET / RUALIGN_VERBOSE in the process so child processes inherit them;
+    a test calling main(["-q", ...]) must not silence a later test's subprocess (a sweep test read no
+    "trial" lines after one did). Restore both after every test, so tests don't depend on their order."""
+    saved = {key: os.environ.get(key) for key in ("RUALIGN_QUIET", "RUALIGN_VERBOSE")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

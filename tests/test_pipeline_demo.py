@@ -14,10 +14,10 @@ def test_quick_demo_end_to_end_then_rerun_reuses_everything(tmp_path, default_mo
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     first = capsys.readouterr().out
-    names = ["base", "sft-short", "sft-long", "sft-simpo"]
+    names = ["base", "sft-short", "sft-long", "sft-simpo", "control"]
     for name in names:
         run = json.loads((out / name / "run.json").read_text(encoding="utf-8"))
-        assert run["name"] == name and run["target"] == 540
+        assert run["name"] == name and run["target"] == 150  # the demo-scale target (eval.target in demo.yaml)
         answers = (out / name / "answers.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(answers) == 2
         score = json.loads((out / name / "judge" / "score.json").read_text(encoding="utf-8"))
@@ -30,9 +30,10 @@ def test_quick_demo_end_to_end_then_rerun_reuses_everything(tmp_path, default_mo
     assert (out / "report" / "report.html").is_file() and (out / "report" / "results.csv").is_file()
     csv_rows = (out / "report" / "results.csv").read_text(encoding="utf-8").splitlines()
     assert len(csv_rows) == 1 + len(names)
+    assert {"ru_share", "distinct2", "ref_loss", "judge_status"} <= set(csv_rows[0].split(","))
     assert "rualign results" in first and "135M" in first and str(out / "report" / "report.html") in first
-    assert "14 stages ran, 0 reused" in " ".join(first.split())
+    assert "18 stages ran, 0 reused" in " ".join(first.split())
 
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     second = " ".join(capsys.readouterr().out.split())
-    assert "0 stages ran, 14 reused" in second
+    assert "0 stages ran, 18 reused" in second

@@ -270,6 +270,7 @@ def test_two_workers_share_one_study(tmp_path, tiny_model_dir):
     path = _sweep(tmp_path, "trials: 4\nsampler: random\nspace:\n  stages.sft.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("RUALIGN_QUIET", None)  # the workers' "trial N" lines are what this test reads
     command = [sys.executable, "-m", "rualign", "sweep", str(path), "--out", str(out)]
     out.mkdir()
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
