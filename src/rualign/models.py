@@ -15,8 +15,6 @@ Gemma terms of use apply (bundled in that package).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rualign.errors import MissingExtraError, RualignError
-from rualign.runs import rualign_home
+from rualign.runs import file_lock, rualign_home
 
 DEFAULT_NAME = "smollm2-135m-instruct"
 DEFAULT_ALIASES = {"default", DEFAULT_NAME}
@@ -90,7 +88,7 @@ def embedded_gguf_path(spec: str) -> Path:
     except ImportError as exc:
         raise MissingExtraError(entry.package, "gemma", f"The embedded model {entry.name}") from exc
     target = rualign_home() / "gguf" / MODEL_NAME
-    with _file_lock(target.parent / f".{MODEL_NAME}.lock"):
+    with file_lock(target.parent / f".{MODEL_NAME}.lock"):
         return assemble(target)  # verifies the sha256 (also of an existing file)
 
 
@@ -127,24 +125,12 @@ def _is_converted(folder: Path) -> bool:
         folder / "tokenizer_config.json").exists()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Serialise the one-time conversion across processes (e.g. two DDP ranks starting at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_default_model() -> Path:
     """Return the HF folder of the embedded default, converting the GGUF on first use."""
     target = default_cache_dir()
     if _is_converted(target):
         return target
-    with _file_lock(target.parent / f".{DEFAULT_NAME}.lock"):
+    with file_lock(target.parent / f".{DEFAULT_NAME}.lock"):
         if _is_converted(target):
             return target
         _convert_gguf(default_gguf_path(), target)
@@ -160,7 +146,7 @@ def ensure_embedded_model(spec: str) -> Path:
     if _is_converted(target):
         return target
     gguf = embedded_gguf_path(spec)
-    with _file_lock(target.parent / f".{entry.name}.lock"):
+    with file_lock(target.parent / f".{entry.name}.lock"):
         if not _is_converted(target):
             _convert_gguf(gguf, target, entry)
     return target

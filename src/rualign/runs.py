@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -26,6 +27,19 @@ from rualign.textio import iter_jsonl, loads, read_utf8
 
 MANIFEST = "manifest.json"
 _VERSIONED = ("rualign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "httpx")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created with its folder) across processes; others wait. Used for the
+    one-time model conversion (two DDP ranks starting at once) and for sweep workers sharing store nodes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _json_default(obj: Any):

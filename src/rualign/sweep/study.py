@@ -10,16 +10,15 @@ heartbeats; after the grace period its trial is marked failed and re-queued with
 from __future__ import annotations
 
 import csv
-import fcntl
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from rualign.errors import ConfigError, RualignError
+from rualign.runs import file_lock
 from rualign.sweep.schema import Sweep
 
 HEARTBEAT_S, GRACE_S = 10, 60
@@ -94,18 +93,7 @@ def counted(study) -> int:
 
 def node_lock(folder: Path):
     """One worker per store node at a time (the second waits, then finds it finished)."""
-    return _lock(folder.parent / f".{folder.name}.lock")
-
-
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(folder.parent / f".{folder.name}.lock")
 
 
 def _say(message: str) -> None:
@@ -263,7 +251,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, trials: int | None = None, s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the runner, with their reason
-    with _lock(out / ".study.lock"):  # two workers starting at once must not both create the study's tables
+    with file_lock(out / ".study.lock"):  # two workers starting at once must not both create the study's tables
         study = open_study(sweep, storage_for(storage, out))
     target = trials or sweep.config.trials
     runner = TrialRunner(sweep, out, Path(store) if store else out / "_store")
