@@ -13,7 +13,7 @@ import pytest
 from rualign.cli import main
 from rualign.eval import judge as judge_mod
 from rualign.eval import judge_card
-from rualign.eval.judge_check import find_card, load_gold
+from rualign.eval.judge_check import GoldPair, find_card, load_gold
 from rualign.records import Judgment
 
 _ANSWER = re.compile(r"\[Ответ ([AB])\]\n(.*?)\n\n\[Конец ответа \1\]", re.DOTALL)
@@ -64,11 +64,11 @@ def _run(tmp_path, name, *extra):
 def test_bundled_gold_set_is_balanced_and_documented():
     _, pairs = load_gold("bundled:gold_ru")
     assert len(pairs) >= 120
-    kinds = {p["category"] for p in pairs}
+    kinds = {p.category for p in pairs}
     assert len(kinds) >= 6
-    shorter = sum(len(p["chosen"]) < len(p["rejected"]) for p in pairs) / len(pairs)
+    shorter = sum(len(p.chosen) < len(p.rejected) for p in pairs) / len(pairs)
     assert 0.4 <= shorter <= 0.6, shorter
-    assert len({p["prompt"][0]["content"] for p in pairs}) == len(pairs)
+    assert len({p.prompt[0].content for p in pairs}) == len(pairs)
     readme = (judge_mod.Path(judge_mod.__file__).parent.parent / "data" / "samples" / "README.md").read_text()
     for kind in kinds:
         assert f"`{kind}`" in readme
@@ -76,7 +76,7 @@ def test_bundled_gold_set_is_balanced_and_documented():
 
 def test_perfect_judge(tmp_path, fake_judge):
     _, pairs = load_gold("bundled:gold_ru")
-    chosen = {p["chosen"] for p in pairs}
+    chosen = {p.chosen for p in pairs}
     calls = fake_judge(lambda a, b: (1.0, 0.0, 0.0) if a in chosen else (0.0, 1.0, 0.0))
     code, card, out = _run(tmp_path, "perfect")
     assert code == 0 and len(calls) == 2 * len(pairs)
@@ -121,36 +121,36 @@ def test_length_loving_judge_shows_length_bias(tmp_path, fake_judge):
 
 
 def test_card_on_handmade_rows():
-    pairs = [{"id": "a", "chosen": "x", "rejected": "yyyy", "category": "k"},
-             {"id": "b", "chosen": "xxxx", "rejected": "y", "category": "k"}]
+    pairs = [GoldPair(id="a", prompt="q", chosen="x", rejected="yyyy", category="k"),
+             GoldPair(id="b", prompt="q", chosen="xxxx", rejected="y", category="k")]
     rows = [{"id": "a", "order": "model_first", "preference": 1.0}, {"id": "a", "order": "reference_first",
                                                                    "preference": 0.5},
             {"id": "b", "order": "model_first", "preference": 0.0, "error": None},
             {"id": "b", "order": "reference_first", "preference": None, "error": "api: down"}]
     card = judge_card.build_card([Judgment(**row) for row in rows], pairs)
-    assert card["accuracy"] == pytest.approx(0.375) and card["n"] == 2 and card["failed_pairs"] == 0
-    assert card["first_slot_rate"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
-    assert card["tie_rate"] == pytest.approx(1 / 3, abs=1e-4) and card["order_flip_rate"] == 0.0
-    assert card["length_bias"]["chosen_shorter"]["accuracy"] == 0.75
+    assert card.accuracy == pytest.approx(0.375) and card.n == 2 and card.failed_pairs == 0
+    assert card.first_slot_rate == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
+    assert card.tie_rate == pytest.approx(1 / 3, abs=1e-4) and card.order_flip_rate == 0.0
+    assert card.length_bias.chosen_shorter.accuracy == 0.75
 
 
 def test_low_verdict_mass_calls_are_unparsed_and_the_card_unvalidated(tmp_path, fake_judge):
     """Right answers but only 0.32 of the probability on the letters: with the default min_verdict_mass 0.5
     every call is unparsed (never renormalised), and the filed card says why."""
     _, pairs = load_gold("bundled:gold_ru")
-    chosen = {p["chosen"] for p in pairs}
+    chosen = {p.chosen for p in pairs}
     fake_judge(lambda a, b: (0.3, 0.02, 0.0) if a in chosen else (0.02, 0.3, 0.0))
     _, card, _ = _run(tmp_path, "mass")
     assert card["accuracy"] is None and card["failed_pairs"] == len(pairs)
     assert card["verdict_mass"] == pytest.approx(0.32, abs=0.01)
     assert card["validated"] is False and any("verdict letters" in r for r in card["reasons"])
     from rualign.eval.schema import parse_judge_spec
-    assert find_card(parse_judge_spec("openai:fake@http://127.0.0.1:9/v1"))["verdict_mass"] == card["verdict_mass"]
+    assert find_card(parse_judge_spec("openai:fake@http://127.0.0.1:9/v1")).verdict_mass == card["verdict_mass"]
 
 
 def test_low_mass_threshold_is_configurable(tmp_path, fake_judge):
     _, pairs = load_gold("bundled:gold_ru")
-    chosen = {p["chosen"] for p in pairs}
+    chosen = {p.chosen for p in pairs}
     fake_judge(lambda a, b: (0.3, 0.02, 0.0) if a in chosen else (0.02, 0.3, 0.0))
     config = tmp_path / "judge.yaml"
     config.write_text("backend: openai\nmodel: fake\nbase_url: http://127.0.0.1:9/v1\nmin_verdict_mass: 0.2\n",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rualign.errors import DataError, RualignError
-from rualign.records import (AnswerRecord, Judgment, RunInfo, Score, docs_markdown, read_answers, read_judgments,
+from rualign.records import (AnswerRecord, Judgment, Message, RunInfo, Score, docs_markdown, read_answers, read_judgments,
                              read_run_info, read_score, write_answers, write_judgments, write_score)
 from rualign.runs import Manifest, read_jsonl, read_manifest, write_manifest
 
@@ -62,7 +62,7 @@ def test_integer_ids_and_string_prompts_are_normalised(tmp_path):
     path.write_text(json.dumps({"id": 7, "prompt": "Привет", "answer": "x"}, ensure_ascii=False) + "\n",
                     encoding="utf-8")
     [record] = read_answers(path)
-    assert record.id == "7" and record.prompt == [{"role": "user", "content": "Привет"}]
+    assert record.id == "7" and record.prompt == [Message(role="user", content="Привет")]
 
 
 def test_work_file_reading_skips_bad_rows_and_later_lines_win(tmp_path):

@@ -20,8 +20,8 @@ def test_embedded_judge_constrained_first_token(tmp_path, monkeypatch):
 
     _, pairs = load_gold("bundled:gold_ru")
     gold = tmp_path / "gold.jsonl"
-    picked = [p for p in pairs if p["category"] in ("factual_error", "reasoning_error")][:1]  # one pair, both orders: 4 calls on a CPU
-    gold.write_text("".join(json.dumps({**p, "prompt": p["prompt"][0]["content"]}, ensure_ascii=False) + "\n"
+    picked = [p for p in pairs if p.category in ("factual_error", "reasoning_error")][:1]  # one pair, both orders: 4 calls on a CPU
+    gold.write_text("".join(json.dumps({**p.model_dump(), "prompt": p.prompt[0].content}, ensure_ascii=False) + "\n"
                             for p in picked), encoding="utf-8")
     out = tmp_path / "card"
     assert main(["judge-check", "--judge", "llamacpp:default", "--gold", str(gold), "--out", str(out),

@@ -69,7 +69,7 @@ def test_russian_start_is_not_read_as_b_and_is_unparsed_without_a_constraint(jud
     assert all(r["preference"] is None and r["verdict_mass"] == pytest.approx(0.04) for r in rows)
     assert all("carry 0.040 of the probability" in r["error"] for r in rows)
     assert score.n == 0 and score.verdict_mass == pytest.approx(0.04)
-    assert score.judge_card["status"] == "unvalidated"
+    assert score.judge_card.status == "unvalidated"
 
 
 def test_low_mass_call_is_asked_again_with_the_first_token_constrained(judge_with):
@@ -81,12 +81,12 @@ def test_low_mass_call_is_asked_again_with_the_first_token_constrained(judge_wit
     # "A" is the first slot: the model in model_first order, the reference in reference_first order
     assert [r["preference"] for r in rows] == [1.0, 0.0] * 4
     assert score.score == 50.0 and score.first_slot_win_rate == 1.0
-    assert score.judge_card["status"] == "unvalidated"
-    assert any("0.04 of its probability" in reason for reason in score.judge_card["reasons"])
+    assert score.judge_card.status == "unvalidated"
+    assert any("0.04 of its probability" in reason for reason in score.judge_card.reasons)
 
 
 def test_enough_mass_is_read_from_the_letters(judge_with):
     score, rows, calls = judge_with([("A", 0.5), (" B", 0.2), ("C", 0.1), ("В", 0.15)])
     assert calls == ["logprob"] * 8
     assert rows[0]["verdict_mass"] == pytest.approx(0.8) and rows[0]["probs"]["A"] == pytest.approx(0.625)
-    assert score.verdict_mass == pytest.approx(0.8) and score.judge_card["status"] == "unchecked"
+    assert score.verdict_mass == pytest.approx(0.8) and score.judge_card.status == "unchecked"

@@ -6,6 +6,7 @@
   run.json         RunInfo        read_run_info / write_run_info
   ref_loss.json    RefLoss        read_ref_loss / write_ref_loss
   knowledge.json   KnowledgeResult read_knowledge / write_knowledge
+  judge_card.json  JudgeCard      read_judge_card / write_judge_card (Score.judge_card carries its JudgeStatus)
   manifest.json    Manifest       runs.read_manifest / runs.write_manifest (it guards every stage, so it lives there)
 
 Every record carries `version` (default 1: files written before it existed still load) and keeps keys it does
@@ -71,6 +72,13 @@ def _ident(value: Any) -> Any:
 
 # ---------------------------------------------------------------- answers.jsonl
 
+class Message(Part):
+    """One chat turn, as answers.jsonl and the chat templates write it."""
+
+    role: str = Field(description='"system" | "user" | "assistant"')
+    content: str
+
+
 class GeneratorInfo(Part):
     backend: str | None = None
     model: str | None = None
@@ -81,8 +89,7 @@ class AnswerRecord(Record):
     """One line of answers.jsonl: a prompt and the model's answer to it."""
 
     id: str
-    prompt: list[dict[str, Any]] = Field(default_factory=list,
-                                         description="the conversation answered: [{role, content}, ...]")
+    prompt: list[Message] = Field(default_factory=list, description="the conversation answered: [{role, content}, ...]")
     category: str | None = None
     answer: str
     answer_tokens: Count | None = Field(None, description="answer length in the named `tokenizer`")
@@ -201,6 +208,22 @@ class PromptValue(Part):
     reference_tokens: Count | None = None
 
 
+class JudgeStatus(Part):
+    """What a score carries about its judge: the filed judge card's verdict, made unvalidated by the run's own
+    verdict mass too (judge.judge_status)."""
+
+    status: Literal["validated", "unvalidated", "unchecked"] = Field(
+        ..., description='"unchecked": no judge card filed for this judge (`rualign judge-check`)')
+    reasons: list[str] = Field(default_factory=list, description="why it is not validated")
+    accuracy: Rate | None = None
+    ci_low: Rate | None = None
+    ci_high: Rate | None = None
+    verdict_mass: Rate | None = None
+    first_slot_rate: Rate | None = None
+    gold: str | None = Field(None, description="the gold set's name")
+    key: str | None = Field(None, description="the judge key the card was filed under")
+
+
 class Score(Record):
     """The judge stage's result for one model against one reference (DESIGN "Evaluation, precisely")."""
 
@@ -224,7 +247,7 @@ class Score(Record):
                                                         "(logprob calls; < 0.5 = unvalidated)")
     criteria: dict[str, Points | None] | None = elsewhere(
         None, "results.csv win_<criterion> columns and report: verdict-mode win rate per criterion, 0..100")
-    judge_card: dict[str, Any] | None = elsewhere(
+    judge_card: JudgeStatus | None = elsewhere(
         None, "results.csv judge_status; report.md, report.html and the terminal mark unvalidated scores")
     lc_warning: str | None = shown()
     per_category: dict[str, CategoryScore] = elsewhere({}, "report.html per-category table")
@@ -242,6 +265,58 @@ class Score(Record):
             raise ValueError(f"ci_low {self.ci_low}, score {self.score}, ci_high {self.ci_high} are not in order "
                              "(expected ci_low <= score <= ci_high)")
         return self
+
+
+# ---------------------------------------------------------------- judge_card.json
+
+class CardAccuracy(Part):
+    accuracy: Rate | None = Field(None, description="mean preference for the better answer; null = none judged")
+    ci_low: Rate | None = None
+    ci_high: Rate | None = None
+    n: Count = 0
+
+
+class LengthBias(Part):
+    chosen_shorter: CardAccuracy = Field(default_factory=CardAccuracy,
+                                         description="pairs whose better answer is the shorter one")
+    chosen_longer: CardAccuracy = Field(default_factory=CardAccuracy)
+    gap: float | None = Field(None, description="accuracy longer - shorter: > 0 a judge that likes length")
+
+
+class CardJudge(Part):
+    name: str | None = None
+    mode: str | None = None
+    template_version: str | int | None = None
+    key: str | None = Field(None, description="the judge key (eval/judge_check.judge_key)")
+    config: dict[str, Any] | None = Field(None, description="the judge's public configuration (no keys)")
+
+
+class CardGold(Part):
+    name: str | None = Field(None, description="bundled:NAME or the file given")
+    path: str | None = None
+    hash: str | None = None
+
+
+class JudgeCard(Record):
+    """judge_card.json of `rualign judge-check` (also filed as $RUALIGN_HOME/judge_cards/<judge key>.json): how
+    a judge does on gold pairs whose better answer is known (eval/judge_card.py says how each number is made)."""
+
+    accuracy: Rate | None = Field(None, description="mean preference for the better answer (0.5 = chance)")
+    ci_low: Rate | None = None
+    ci_high: Rate | None = None
+    n: Count = Field(0, description="pairs judged")
+    n_pairs: Count = Field(0, description="pairs in the gold set")
+    failed_pairs: Count = 0
+    first_slot_rate: Rate | None = Field(None, description="preference for slot A (0.5 = no position bias)")
+    order_flip_rate: Rate | None = None
+    tie_rate: Rate | None = None
+    verdict_mass: Rate | None = Field(None, description="logprob mode: mean probability on the verdict letters")
+    length_bias: LengthBias = Field(default_factory=LengthBias)
+    per_category: dict[str, CardAccuracy] = Field(default_factory=dict)
+    validated: bool = False
+    reasons: list[str] = Field(default_factory=list, description="why it is not validated")
+    judge: CardJudge = Field(default_factory=CardJudge)
+    gold: CardGold = Field(default_factory=CardGold)
 
 
 # ---------------------------------------------------------------- run.json
@@ -460,6 +535,18 @@ def write_knowledge(path: str | Path, record: KnowledgeResult) -> None:
     write_json(path, record.dump())
 
 
+def read_judge_card(path: str | Path) -> JudgeCard:
+    path = Path(path)
+    return validated(JudgeCard, _read_json(path, "judge_card.json of docs/formats.md"), path=path,
+                     what="judge_card.json", expected='{"accuracy", "validated", "reasons", "judge", "gold", ...}')
+
+
+def write_judge_card(path: str | Path, card: JudgeCard) -> None:
+    from rualign.runs import write_json
+
+    write_json(path, card.dump())
+
+
 def read_run_info(path: str | Path) -> RunInfo:
     path = Path(path)
     return validated(RunInfo, _read_json(path, "run.json of docs/formats.md"), path=path, what="run.json",
@@ -477,7 +564,7 @@ def write_run_info(path: str | Path, info: RunInfo) -> None:
 DOCUMENTED: dict[str, type[BaseModel]] = {"answers.jsonl (one line per prompt)": AnswerRecord,
                                           "judgments.jsonl (one line per prompt and answer order)": Judgment,
                                           "score.json": Score, "run.json": RunInfo, "ref_loss.json": RefLoss,
-                                          "knowledge.json": KnowledgeResult}
+                                          "knowledge.json": KnowledgeResult, "judge_card.json": JudgeCard}
 DOCS_BEGIN = "<!-- records: generated by `python -m rualign.records docs/formats.md`, do not edit -->"
 DOCS_END = "<!-- records: end -->"
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rualign.records import JudgeCard
 
 JUDGE_NOTE = """\
 Note: the judge here is the embedded 135M model; its judge card (above, and in the report) puts it at chance,
@@ -45,7 +49,7 @@ def gold_subset(n: int, path: Path) -> Path:
     return path
 
 
-def judge_card(plan, out: Path, pairs: int, console) -> dict | None:
+def judge_card(plan, out: Path, pairs: int, console) -> JudgeCard | None:
     """The judge's filed card; without one, a judge-check on `pairs` gold pairs (a small card, filed too)."""
     from rualign.eval.judge_check import find_card, run_judge_check
     from rualign.progress import stage_log

@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     out_folder(args.out)  # before any work: an --out that is a file is refused
     cfg = parse_judge_spec(args.judge, args.judge_config, args.mode)
     card = run_judge_check(args.gold, cfg, Path(args.out), seed=args.seed, cache_path=args.cache)
-    status = "validated" if card["validated"] else "UNVALIDATED (" + "; ".join(card["reasons"]) + ")"
-    print(f"judge {card['judge']['name']}: accuracy {card['accuracy']} [{card['ci_low']}, {card['ci_high']}] on "
-          f"{card['n']} of {card['n_pairs']} pairs, first-slot rate {card['first_slot_rate']}, verdict mass "
-          f"{card['verdict_mass']} -> {status}")
+    status = "validated" if card.validated else "UNVALIDATED (" + "; ".join(card.reasons) + ")"
+    print(f"judge {card.judge.name}: accuracy {card.accuracy} [{card.ci_low}, {card.ci_high}] on "
+          f"{card.n} of {card.n_pairs} pairs, first-slot rate {card.first_slot_rate}, verdict mass "
+          f"{card.verdict_mass} -> {status}")
     print(f"wrote {Path(args.out) / 'judge_card.json'} and judge_card.md")
     return 0

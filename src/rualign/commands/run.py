@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rualign.records import DEFAULT_TARGET
+from rualign.records import DEFAULT_TARGET, JudgeCard
 
 EPILOG = """\
 An experiment file holds one experiment or `experiments: [...]` sharing `defaults:`, and may `include:`
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def finish_report(folders, out, console, target: int = DEFAULT_TARGET, judge_card: dict | None = None):
+def finish_report(folders, out, console, target: int = DEFAULT_TARGET, judge_card: JudgeCard | None = None):
     """Build <out>/report over the run folders and print the results table; returns build_report's result.
     `judge_card` (the judge's filed card, from `rualign judge-check`) goes into the report; an unvalidated
     card marks every score with '*'."""

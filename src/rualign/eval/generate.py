@@ -81,7 +81,7 @@ def params_record(backend: Backend, params: GenParams) -> dict[str, Any]:
 
 
 def _reusable(record: AnswerRecord, prompt: dict, expected: AnswerRecord) -> bool:
-    return (record.prompt == prompt["messages"] and record.generator == expected.generator
+    return ([m.model_dump() for m in record.prompt] == prompt["messages"] and record.generator == expected.generator
             and record.params == expected.params and record.tokenizer == expected.tokenizer)
 
 

@@ -28,8 +28,8 @@ from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, checked_value, request_params
 from rualign.eval.schema import JudgeConfig
-from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, Judgment, Score, read_answers, read_score,
-                             write_judgments, write_score)
+from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, JudgeStatus, Judgment, Message, Score,
+                             read_answers, read_score, write_judgments, write_score)
 from rualign.textio import read_utf8
 from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_manifest
 
@@ -68,15 +68,17 @@ def load_template(name: str) -> Template:
     return Template(**{k: data[k] for k in _TEMPLATE_KEYS})
 
 
-def prompt_text(messages: list[dict]) -> str:
+_ROLE_NAMES = {"system": "Система", "user": "Пользователь", "assistant": "Ассистент"}
+
+
+def prompt_text(messages: list[Message]) -> str:
     """The conversation the answers reply to, as the judge reads it."""
-    if len(messages) == 1 and messages[0].get("role") == "user":
-        return str(messages[0].get("content", ""))
-    names = {"system": "Система", "user": "Пользователь", "assistant": "Ассистент"}
-    return "\n\n".join(f"{names.get(m.get('role'), m.get('role'))}: {m.get('content', '')}" for m in messages)
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n\n".join(f"{_ROLE_NAMES.get(m.role, m.role)}: {m.content}" for m in messages)
 
 
-def render(template: Template, messages: list[dict], answer_a: str, answer_b: str, kind: str) -> list[dict]:
+def render(template: Template, messages: list[Message], answer_a: str, answer_b: str, kind: str) -> list[dict]:
     values = {"prompt": prompt_text(messages), "answer_a": answer_a, "answer_b": answer_b}
     # One pass, so braces or placeholders inside the answers are never substituted again.
     body = re.sub(r"\{(prompt|answer_a|answer_b)\}", lambda m: values[m.group(1)], template.body)
@@ -121,7 +123,7 @@ def pair_answers(answers_path: str | Path, reference_path: str | Path
 
 
 def _prompt_key(record: AnswerRecord) -> str:
-    return json.dumps([(m.get("role"), str(m.get("content", "")).strip()) for m in record.prompt],
+    return json.dumps([(m.role, m.content.strip()) for m in record.prompt],
                       ensure_ascii=False)
 
 
@@ -132,7 +134,7 @@ class Job:
     index: int
     id: str
     order: str
-    prompt: list[dict]
+    prompt: list[Message]
     answer_a: str
     answer_b: str
     identical: bool = False  # both answers the same text: scored ½ without a judge call
@@ -327,7 +329,7 @@ def _judge_jobs(jobs: list[Job], cfg: JudgeConfig, template: Template, cache_fil
 
 # ---------------------------------------------------------------- the stage
 
-def judge_status(cfg: JudgeConfig, score: Score) -> dict:
+def judge_status(cfg: JudgeConfig, score: Score) -> JudgeStatus:
     """The judge card's verdict on this judge (judge_check.card_summary), made unvalidated by this run's own
     verdict mass too: a judge that put under half its probability on the letters here is not trusted."""
     from rualign.eval.judge_check import card_summary, find_card
@@ -335,8 +337,8 @@ def judge_status(cfg: JudgeConfig, score: Score) -> dict:
 
     status = card_summary(find_card(cfg))
     if score.verdict_mass is not None and score.verdict_mass < MIN_VERDICT_MASS:
-        status["status"] = "unvalidated"
-        status["reasons"] = [*status.get("reasons", []), f"in this run the judge put only {score.verdict_mass:.2f} "
+        status.status = "unvalidated"
+        status.reasons = [*status.reasons, f"in this run the judge put only {score.verdict_mass:.2f} "
                              f"of its probability on the verdict letters (< {MIN_VERDICT_MASS})"]
     return status
 

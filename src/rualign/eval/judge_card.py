@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rualign.records import Judgment
+from rualign.records import CardAccuracy, Judgment, JudgeCard, LengthBias
+
+if TYPE_CHECKING:
+    from rualign.eval.judge_check import GoldPair
 
 MIN_VERDICT_MASS = 0.5
 N_BOOT = 2000
@@ -39,11 +43,11 @@ def _ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float | None, flo
     return float(low), float(high)
 
 
-def _acc(values: list[float], rng: np.random.Generator) -> dict:
+def _acc(values: list[float], rng: np.random.Generator) -> CardAccuracy:
     arr = np.asarray(values, float)
     low, high = _ci(arr, rng)
-    return {"accuracy": _r(arr.mean()) if arr.size else None, "ci_low": _r(low), "ci_high": _r(high),
-            "n": int(arr.size)}
+    return CardAccuracy(accuracy=_r(arr.mean()) if arr.size else None, ci_low=_r(low), ci_high=_r(high),
+                        n=int(arr.size))
 
 
 def _r(x: float | None) -> float | None:
@@ -64,8 +68,8 @@ def verdict_of(row: Judgment) -> str:
     return "chosen" if p > 0.6 else "rejected" if p < 0.4 else "tie"
 
 
-def build_card(rows: list[Judgment], pairs: list[dict], *, seed: int = 0) -> dict:
-    """The judge_card.json dict (without the judge/gold identity keys, which the caller adds)."""
+def build_card(rows: list[Judgment], pairs: list[GoldPair], *, seed: int = 0) -> JudgeCard:
+    """The judge card (without the judge/gold identity, which the caller adds)."""
     rng = np.random.default_rng(seed)
     grouped = _per_pair(rows)
     value = {pid: float(np.mean([r.preference for r in calls])) for pid, calls in grouped.items()}
@@ -75,35 +79,35 @@ def build_card(rows: list[Judgment], pairs: list[dict], *, seed: int = 0) -> dic
     flips = sum(1 for rs in both if {"chosen", "rejected"} <= {verdict_of(r) for r in rs})
     # Over every call that measured it, failed ones included: a call failed for too little mass is the evidence.
     masses = [r.verdict_mass for r in rows if r.verdict_mass is not None]
-    by_id = {str(p["id"]): p for p in pairs}
-    shorter = [value[p] for p in value if len(by_id[p]["chosen"]) < len(by_id[p]["rejected"])]
-    longer = [value[p] for p in value if len(by_id[p]["chosen"]) > len(by_id[p]["rejected"])]
+    by_id = {p.id: p for p in pairs}
+    shorter = [value[p] for p in value if len(by_id[p].chosen) < len(by_id[p].rejected)]
+    longer = [value[p] for p in value if len(by_id[p].chosen) > len(by_id[p].rejected)]
     categories: dict[str, list[float]] = defaultdict(list)
     for pid, v in value.items():
-        categories[by_id[pid].get("category") or "uncategorized"].append(v)
-    card = {**_acc(list(value.values()), rng), "n_pairs": len(pairs), "failed_pairs": len(pairs) - len(value),
-            "first_slot_rate": _r(np.mean(slot_a)) if slot_a else None,
-            "order_flip_rate": _r(flips / len(both)) if both else None,
-            "tie_rate": _r(np.mean([verdict_of(r) == "tie" for r in calls])) if calls else None,
-            "verdict_mass": _r(np.mean(masses)) if masses else None,
-            "length_bias": {"chosen_shorter": _acc(shorter, rng), "chosen_longer": _acc(longer, rng),
-                            "gap": _r(np.mean(longer) - np.mean(shorter)) if shorter and longer else None},
-            "per_category": {c: _acc(v, rng) for c, v in sorted(categories.items())}}
-    card["validated"], card["reasons"] = verdict_on(card)
+        categories[by_id[pid].category or "uncategorized"].append(v)
+    overall = _acc(list(value.values()), rng)
+    card = JudgeCard(**overall.model_dump(), n_pairs=len(pairs), failed_pairs=len(pairs) - len(value),
+                     first_slot_rate=_r(np.mean(slot_a)) if slot_a else None,
+                     order_flip_rate=_r(flips / len(both)) if both else None,
+                     tie_rate=_r(np.mean([verdict_of(r) == "tie" for r in calls])) if calls else None,
+                     verdict_mass=_r(np.mean(masses)) if masses else None,
+                     length_bias=LengthBias(chosen_shorter=_acc(shorter, rng), chosen_longer=_acc(longer, rng),
+                                            gap=_r(np.mean(longer) - np.mean(shorter)) if shorter and longer else None),
+                     per_category={c: _acc(v, rng) for c, v in sorted(categories.items())})
+    card.validated, card.reasons = verdict_on(card)
     return card
 
 
-def verdict_on(card: dict) -> tuple[bool, list[str]]:
+def verdict_on(card: JudgeCard) -> tuple[bool, list[str]]:
     """(validated, reasons it is not): at chance, below chance, too little verdict mass, nothing judged."""
     reasons = []
-    if card.get("accuracy") is None:
+    if card.accuracy is None:
         reasons.append("no gold pair could be judged")
-    elif card["ci_low"] <= 0.5:
-        reasons.append(f"accuracy {card['accuracy']:.2f} [{card['ci_low']:.2f}, {card['ci_high']:.2f}] is not above "
+    elif card.ci_low <= 0.5:
+        reasons.append(f"accuracy {card.accuracy:.2f} [{card.ci_low:.2f}, {card.ci_high:.2f}] is not above "
                        "chance (its 95% CI reaches 0.5)")
-    mass = card.get("verdict_mass")
-    if mass is not None and mass < MIN_VERDICT_MASS:
-        reasons.append(f"only {mass:.2f} of its probability is on verdict letters (< {MIN_VERDICT_MASS})")
+    if card.verdict_mass is not None and card.verdict_mass < MIN_VERDICT_MASS:
+        reasons.append(f"only {card.verdict_mass:.2f} of its probability is on verdict letters (< {MIN_VERDICT_MASS})")
     return not reasons, reasons
 
 
@@ -111,25 +115,25 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
-def markdown(card: dict) -> str:
-    status = "validated" if card["validated"] else "**UNVALIDATED**: " + "; ".join(card["reasons"])
-    lb = card["length_bias"]
-    lines = [f"# Judge card: {card.get('judge', {}).get('name', '?')}", "",
-             f"Gold set: `{card.get('gold', {}).get('name', '?')}` ({card['n']} of {card['n_pairs']} pairs judged, "
+def markdown(card: JudgeCard) -> str:
+    status = "validated" if card.validated else "**UNVALIDATED**: " + "; ".join(card.reasons)
+    lb = card.length_bias
+    lines = [f"# Judge card: {card.judge.name or '?'}", "",
+             f"Gold set: `{card.gold.name or '?'}` ({card.n} of {card.n_pairs} pairs judged, "
              "each in both answer orders)", "", f"Status: {status}", "",
              "| statistic | value | meaning |", "|---|---|---|",
-             f"| accuracy | {_pct(card['accuracy'])} [{_pct(card['ci_low'])}, {_pct(card['ci_high'])}] | "
+             f"| accuracy | {_pct(card.accuracy)} [{_pct(card.ci_low)}, {_pct(card.ci_high)}] | "
              "mean preference for the better answer (0.5 = chance) |",
-             f"| first-slot rate | {_pct(card['first_slot_rate'])} | preference for whatever is shown first "
+             f"| first-slot rate | {_pct(card.first_slot_rate)} | preference for whatever is shown first "
              "(0.5 = no position bias) |",
-             f"| order-flip rate | {_pct(card['order_flip_rate'])} | pairs whose winner changes with the order |",
-             f"| tie rate | {_pct(card['tie_rate'])} | calls answered with a tie |",
-             f"| verdict mass | {_pct(card['verdict_mass'])} | probability on valid verdict letters (logprob mode) |",
-             f"| accuracy, better answer shorter | {_pct(lb['chosen_shorter']['accuracy'])} "
-             f"(n={lb['chosen_shorter']['n']}) | a length-loving judge fails here |",
-             f"| accuracy, better answer longer | {_pct(lb['chosen_longer']['accuracy'])} "
-             f"(n={lb['chosen_longer']['n']}) | |", "", "## Per kind", "",
+             f"| order-flip rate | {_pct(card.order_flip_rate)} | pairs whose winner changes with the order |",
+             f"| tie rate | {_pct(card.tie_rate)} | calls answered with a tie |",
+             f"| verdict mass | {_pct(card.verdict_mass)} | probability on valid verdict letters (logprob mode) |",
+             f"| accuracy, better answer shorter | {_pct(lb.chosen_shorter.accuracy)} "
+             f"(n={lb.chosen_shorter.n}) | a length-loving judge fails here |",
+             f"| accuracy, better answer longer | {_pct(lb.chosen_longer.accuracy)} "
+             f"(n={lb.chosen_longer.n}) | |", "", "## Per kind", "",
              "| kind | accuracy | 95% CI | n |", "|---|---|---|---|"]
-    for name, c in card["per_category"].items():
-        lines.append(f"| {name} | {_pct(c['accuracy'])} | [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}] | {c['n']} |")
+    for name, c in card.per_category.items():
+        lines.append(f"| {name} | {_pct(c.accuracy)} | [{_pct(c.ci_low)}, {_pct(c.ci_high)}] | {c.n} |")
     return "\n".join(lines) + "\n"

@@ -12,13 +12,16 @@ decides a judge's verdicts (backend, model, endpoint, mode, template, sampling).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from rualign.errors import DataError
 from rualign.eval import judge_card
 from rualign.eval.schema import JudgeConfig
-from rualign.records import AnswerRecord, write_judgments
-from rualign.runs import file_hash, read_jsonl, rualign_home, stable_hash, write_json, write_manifest, \
-    write_text
+from rualign.records import (AnswerRecord, CardGold, CardJudge, JudgeCard, JudgeStatus, Message, read_judge_card,
+                             write_judge_card, write_judgments)
+from rualign.runs import file_hash, read_jsonl, rualign_home, stable_hash, write_manifest, write_text
 
 BUNDLED_PREFIX = "bundled:"
 _SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -37,37 +40,75 @@ def gold_path(spec: str) -> Path:
     return path
 
 
-def _text(value, field: str, path: Path, number: int) -> str:
+_TURNS = TypeAdapter(list[Message])
+
+
+def _assistant_text(value: Any) -> Any:
+    """`chosen` / `rejected`: a non-empty string, or a message list whose assistant turns are the answer."""
     if isinstance(value, str) and value.strip():
         return value
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return "\n\n".join(str(m.get("content", "")) for m in value if m.get("role") == "assistant")
-    raise DataError(f"gold pair {number}: '{field}' is not a non-empty string or message list", path=path,
-                    expected="preference format: prompt / chosen / rejected")
+        try:
+            turns = _TURNS.validate_python(value)
+        except ValidationError:
+            raise ValueError("is not a non-empty string or message list") from None
+        return "\n\n".join(m.content for m in turns if m.role == "assistant")
+    raise ValueError("is not a non-empty string or message list")
 
 
-def _messages(value, path: Path, number: int) -> list[dict]:
-    if isinstance(value, str) and value.strip():
-        return [{"role": "user", "content": value}]
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
-        return [{"role": str(m.get("role", "user")), "content": str(m["content"])} for m in value]
-    raise DataError(f"gold pair {number}: 'prompt' is not a string or message list", path=path,
-                    expected="preference format: prompt / chosen / rejected")
+class GoldPair(BaseModel):
+    """One gold pair of the preference format: `chosen` is the better answer to `prompt`."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field("", validate_default=True, description="default: pair<line number>")
+    category: str | None = None
+    # Checked even when absent, so a missing field gets the same message as a malformed one.
+    prompt: list[Message] = Field(None, validate_default=True)
+    chosen: str = Field(None, validate_default=True)
+    rejected: str = Field(None, validate_default=True)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip():
+            return [Message(role="user", content=value)]
+        if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+            # A turn without a role is the user's; contents are read as text.
+            return [Message(role=str(m.get("role", "user")), content=str(m["content"])) for m in value]
+        raise ValueError("is not a string or message list")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any, info: ValidationInfo) -> str:
+        return str(value) if value else f"pair{info.context['line']}"  # none or empty: named by its line
+
+    @field_validator("chosen", "rejected", mode="before")
+    @classmethod
+    def _answer(cls, value: Any) -> Any:
+        return _assistant_text(value)
 
 
-def load_gold(spec: str) -> tuple[Path, list[dict]]:
+def _gold_pair(row: Any, path: Path, number: int) -> GoldPair:
+    if not isinstance(row, dict):
+        raise DataError(f"gold pair {number} is not a JSON object", path=path)
+    try:
+        return GoldPair.model_validate(row, context={"line": number})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field, why = first["loc"][0], first["msg"].removeprefix("Value error, ")
+        raise DataError(f"gold pair {number}: '{field}' {why}", path=path,
+                        expected="preference format: prompt / chosen / rejected") from None
+
+
+def load_gold(spec: str) -> tuple[Path, list[GoldPair]]:
     path = gold_path(spec)
     pairs, seen = [], set()
     for number, row in enumerate(read_jsonl(path), start=1):
-        if not isinstance(row, dict):
-            raise DataError(f"gold pair {number} is not a JSON object", path=path)
-        pid = str(row.get("id") or f"pair{number}")
-        if pid in seen:
-            raise DataError(f"duplicate id '{pid}'", path=path, line=number, expected="each id once")
-        seen.add(pid)
-        pairs.append({"id": pid, "category": row.get("category"), "prompt": _messages(row.get("prompt"), path, number),
-                      "chosen": _text(row.get("chosen"), "chosen", path, number),
-                      "rejected": _text(row.get("rejected"), "rejected", path, number)})
+        pair = _gold_pair(row, path, number)
+        if pair.id in seen:
+            raise DataError(f"duplicate id '{pair.id}'", path=path, line=number, expected="each id once")
+        seen.add(pair.id)
+        pairs.append(pair)
     if not pairs:
         raise DataError("no gold pairs", path=path, expected="at least one line")
     return path, pairs
@@ -81,53 +122,50 @@ def card_registry() -> Path:
     return rualign_home() / "judge_cards"
 
 
-def find_card(cfg: JudgeConfig) -> dict | None:
+def find_card(cfg: JudgeConfig) -> JudgeCard | None:
     """The filed card of this judge configuration, if `rualign judge-check` has been run for it."""
-
     path = card_registry() / f"{judge_key(cfg)}.json"
     if not path.is_file():
         return None
-    from rualign.textio import loads
-
     try:
-        return loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return read_judge_card(path)
+    except DataError:
         return None  # an unreadable card (or one with NaN) vouches for nothing
 
 
-def card_summary(card: dict | None) -> dict:
+def card_summary(card: JudgeCard | None) -> JudgeStatus:
     """What a score carries about its judge: status 'validated' / 'unvalidated' / 'unchecked'."""
     if card is None:
-        return {"status": "unchecked", "reasons": ["no judge card: run `rualign judge-check` for this judge"]}
-    return {"status": "validated" if card.get("validated") else "unvalidated", "reasons": card.get("reasons", []),
-            "accuracy": card.get("accuracy"), "ci_low": card.get("ci_low"), "ci_high": card.get("ci_high"),
-            "verdict_mass": card.get("verdict_mass"), "first_slot_rate": card.get("first_slot_rate"),
-            "gold": (card.get("gold") or {}).get("name"), "key": card.get("judge", {}).get("key")}
+        return JudgeStatus(status="unchecked", reasons=["no judge card: run `rualign judge-check` for this judge"])
+    return JudgeStatus(status="validated" if card.validated else "unvalidated", reasons=card.reasons,
+                       accuracy=card.accuracy, ci_low=card.ci_low, ci_high=card.ci_high,
+                       verdict_mass=card.verdict_mass, first_slot_rate=card.first_slot_rate, gold=card.gold.name,
+                       key=card.judge.key)
 
 
 def run_judge_check(gold: str, cfg: JudgeConfig, out_dir: Path, *, seed: int = 0,
-                    cache_path: str | Path | None = None) -> dict:
+                    cache_path: str | Path | None = None) -> JudgeCard:
     from rualign.eval.cache import default_cache_path
     from rualign.eval.judge import _judge_jobs, build_jobs, load_template
 
     path, pairs = load_gold(gold)
     # The chosen answer plays the model, the rejected one the reference: a good judge prefers the "model".
-    model = {p["id"]: AnswerRecord(id=p["id"], prompt=p["prompt"], answer=p["chosen"]) for p in pairs}
-    reference = {p["id"]: AnswerRecord(id=p["id"], prompt=p["prompt"], answer=p["rejected"]) for p in pairs}
+    model = {p.id: AnswerRecord(id=p.id, prompt=p.prompt, answer=p.chosen) for p in pairs}
+    reference = {p.id: AnswerRecord(id=p.id, prompt=p.prompt, answer=p.rejected) for p in pairs}
     template = load_template(cfg.template)
     rows, stats = _judge_jobs(build_jobs(model, reference), cfg, template,
                               Path(cache_path or cfg.cache or default_cache_path()))
     card = judge_card.build_card(rows, pairs, seed=seed)
-    card["judge"] = {"name": cfg.display_name(), "mode": cfg.mode, "template_version": template.version,
-                     "key": judge_key(cfg), "config": cfg.public()}
-    card["gold"] = {"name": gold, "path": str(path), "hash": file_hash(path)}
+    card.judge = CardJudge(name=cfg.display_name(), mode=cfg.mode, template_version=template.version,
+                           key=judge_key(cfg), config=cfg.public())
+    card.gold = CardGold(name=gold, path=str(path), hash=file_hash(path))
     out_dir = Path(out_dir)
     write_judgments(out_dir / "judgments.jsonl", rows)
-    write_json(out_dir / "judge_card.json", card)
+    write_judge_card(out_dir / "judge_card.json", card)
     write_text(out_dir / "judge_card.md", judge_card.markdown(card))
-    write_json(card_registry() / f"{judge_key(cfg)}.json", card)
-    write_manifest(out_dir, stage="judge-check", config_hash=stable_hash({"gold": card["gold"]["hash"],
-                                                                          "judge": card["judge"]["key"]}),
-                   judge=cfg.public(), gold=card["gold"], client=stats,
+    write_judge_card(card_registry() / f"{judge_key(cfg)}.json", card)
+    write_manifest(out_dir, stage="judge-check", config_hash=stable_hash({"gold": card.gold.hash,
+                                                                          "judge": card.judge.key}),
+                   judge=cfg.public(), gold=card.gold.model_dump(mode="json"), client=stats,
                    files=["judgments.jsonl", "judge_card.json", "judge_card.md"])
     return card

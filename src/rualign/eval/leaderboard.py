@@ -78,7 +78,7 @@ def _run_folder(folder: Path, name: str | None, reference: Path | None) -> RunIn
         reference = Path(ref) if Path(ref).is_absolute() else folder / ref
     score = read_score(folder / "judge" / "score.json") if (folder / "judge" / "score.json").is_file() else None
     judge = score.judge.name if score is not None and score.judge is not None else None
-    status = (score.judge_card or {}).get("status") if score is not None else None
+    status = score.judge_card.status if score is not None and score.judge_card is not None else None
     return RunInput(name or meta.name or folder.name, folder / "answers.jsonl", folder / "judge" / "judgments.jsonl",
                     Path(reference), judge, status)
 

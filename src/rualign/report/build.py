@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rualign.errors import RualignError
-from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, Judgment, RunInfo, Score, StageInfo,
+from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, JudgeCard, Judgment, RunInfo, Score, StageInfo,
                              read_answers, read_judgments, read_ref_loss, read_run_info, read_score)
 from rualign.runs import file_hash, stable_hash, write_manifest, write_text
 
@@ -128,13 +128,12 @@ def _input_record(run: Run) -> dict:
             "score": file_hash(score) if score.is_file() else None}
 
 
-def judge_card_note(card: dict) -> str:
+def judge_card_note(card: JudgeCard) -> str:
     """One line about the judge behind the scores, from its judge card."""
-    gold = (card.get("gold") or {}).get("name", "?")
-    head = "validated" if card.get("validated") else "UNVALIDATED (scores marked so): " + "; ".join(card.get("reasons", []))
-    return (f"judge card ({card.get('n')} of {card.get('n_pairs')} gold pairs from {gold}): accuracy "
-            f"{card.get('accuracy')} [{card.get('ci_low')}, {card.get('ci_high')}], first-slot rate "
-            f"{card.get('first_slot_rate')}, verdict mass {card.get('verdict_mass')} -> {head}")
+    head = "validated" if card.validated else "UNVALIDATED (scores marked so): " + "; ".join(card.reasons)
+    return (f"judge card ({card.n} of {card.n_pairs} gold pairs from {card.gold.name or '?'}): accuracy "
+            f"{card.accuracy} [{card.ci_low}, {card.ci_high}], first-slot rate "
+            f"{card.first_slot_rate}, verdict mass {card.verdict_mass} -> {head}")
 
 
 def _joint_and_judge(runs: list[Run], rows: list[dict], judge_notes: bool = True) -> list[str]:
@@ -147,9 +146,9 @@ def _joint_and_judge(runs: list[Run], rows: list[dict], judge_notes: bool = True
         row.update(joint.get(str(run.folder), {}))
     judges: dict[tuple, list[str]] = {}
     for run, row in zip(runs, rows):
-        card = (run.score.judge_card if run.score is not None else None) or {}
+        status = run.score.judge_card if run.score is not None else None
         if judge_notes and row["judge_status"] in ("unvalidated", "unchecked"):
-            key = (row["judge"], row["judge_status"], tuple(card.get("reasons") or ()))
+            key = (row["judge"], row["judge_status"], tuple(status.reasons if status is not None else ()))
             judges.setdefault(key, []).append(run.name)
     for (judge, status, reasons), names in judges.items():
         why = "; ".join(reasons) or "no judge card: run `rualign judge-check` for this judge"
@@ -159,7 +158,7 @@ def _joint_and_judge(runs: list[Run], rows: list[dict], judge_notes: bool = True
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARGET,
-                 judge_card: dict | None = None) -> dict:
+                 judge_card: JudgeCard | None = None) -> dict:
     """Write results.csv, report.md, plots/*.png, report.html and manifest.json into `out_dir`.
 
     Returns {"rows": [...], "files": {"csv", "md", "html", "plots": {name: path}}, "notes": [...]}.
@@ -172,7 +171,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, target: int = DEFAULT_TARG
     if judge_card is not None:
         for row in rows:
             if row["status"] != tables.NOT_JUDGED:
-                row["judge_status"] = "validated" if judge_card.get("validated") else "unvalidated"
+                row["judge_status"] = "validated" if judge_card.validated else "unvalidated"
     notes = ([judge_card_note(judge_card)] if judge_card is not None else [])
     notes += [f"{run.name}: {note}" for run in runs for note in run.notes]
     notes += _joint_and_judge(runs, rows, judge_notes=judge_card is None)

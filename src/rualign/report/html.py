@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rualign.records import AnswerRecord, CategoryScore, Judgment, PromptValue
+from rualign.records import AnswerRecord, CategoryScore, Judgment, Message, PromptValue
 from rualign.report.tables import CRITERIA_COLUMNS, DISPLAY_HEADERS, NOT_JUDGED, display_cells
 from rualign.runs import stable_hash
 
@@ -64,16 +64,11 @@ class _Strings:
         return self._index[text]
 
 
-def prompt_text(messages: object) -> str:
-    """The prompt as people read it: the lone user turn, else 'role: content' turns."""
-    if isinstance(messages, str):
-        return messages
-    if not isinstance(messages, list):
-        return ""
-    turns = [m for m in messages if isinstance(m, dict)]
-    if len(turns) == 1:
-        return str(turns[0].get("content", ""))
-    return "\n\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in turns)
+def prompt_text(messages: list[Message]) -> str:
+    """The prompt as people read it: the lone turn's text, else 'role: content' turns."""
+    if len(messages) == 1:
+        return messages[0].content
+    return "\n\n".join(f"{m.role}: {m.content}" for m in messages)
 
 
 def _outcome(run: "Run", pid: str, entry: PromptValue | None) -> tuple[str, float | None, str | None]:

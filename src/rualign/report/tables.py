@@ -72,7 +72,8 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
         row.update({name: _cell(getattr(score, name)) for name in score_columns()})
         row["n_prompts"] = score.n_prompts if score.n_prompts is not None else len(run.answers)
         row["judge"] = (score.judge.model or score.judge.name) if score.judge else None
-        row["judge_status"] = (score.judge_card or {}).get("status")  # None: a score.json from before judge cards
+        # None: a score.json from before judge cards
+        row["judge_status"] = score.judge_card.status if score.judge_card is not None else None
         row.update({f"win_{k}": v for k, v in (score.criteria or {}).items() if f"win_{k}" in CRITERIA_COLUMNS})
     else:
         row["n_prompts"] = len(run.answers)
