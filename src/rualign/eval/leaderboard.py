@@ -89,7 +89,20 @@ def resolve_inputs(paths: list[str]) -> list[RunInput]:
         raise RualignError("nothing to rank", expected="a leaderboard YAML file or run folders")
     if len(paths) == 1 and Path(paths[0]).suffix in (".yaml", ".yml"):
         return _from_yaml(Path(paths[0]))
-    return [_run_folder(Path(p), None, None) for p in paths]
+    return [run for p in paths for run in _expanded(Path(p))]
+
+
+def _expanded(folder: Path) -> list[RunInput]:
+    """A run folder, or one judged against several references (pooled.json): one input per reference, each
+    grouped with the other runs judged against that reference (the joint fit is per reference)."""
+    if not (folder / "pooled.json").is_file():
+        return [_run_folder(folder, None, None)]
+    from rualign.eval.pooled import read_pooled
+    from rualign.paths import contained
+
+    subs = [contained(folder, folder / "references" / ref.name, action="read")
+            for ref in read_pooled(folder / "pooled.json").references]
+    return [_run_folder(sub, None, None) for sub in subs]
 
 
 def _from_yaml(path: Path) -> list[RunInput]:
@@ -98,6 +111,10 @@ def _from_yaml(path: Path) -> list[RunInput]:
     inputs = []
     for entry in spec.runs:
         if entry.run is not None:
+            if (Path(resolve_relative(entry.run, path)) / "pooled.json").is_file():
+                raise RualignError(f"run '{entry.run}' was judged against several references", path=path,
+                                   expected="one reference per leaderboard file",
+                                   hint=f"name the folder of this file's reference: {entry.run}/references/<name>")
             inputs.append(_run_folder(Path(resolve_relative(entry.run, path)), entry.name, reference))
         else:
             inputs.append(RunInput(entry.name, Path(resolve_relative(entry.answers, path)),

@@ -67,8 +67,9 @@ def plan_inputs(plan: Plan) -> list[str]:
     for run in plan.runs:
         exp = run.experiment
         inputs += [str(exp._source), exp.model, str(exp.eval.prompts)]
-        if run.reference.startswith("file:"):
-            inputs.append(run.reference[len("file:"):])
+        for judged in run.named or [run]:
+            if judged.reference.startswith("file:"):
+                inputs.append(judged.reference[len("file:"):])
     for node in plan.nodes.values():
         if node.kind == "data":
             inputs += [s.path for s in node.spec["recipe"].sources]
@@ -84,8 +85,10 @@ def refuse_input_overlap(plan: Plan, out_dir: Path) -> None:
     out_folder(out_dir / "report")  # written last: a file there would fail after all the work
     out_folder(plan.store, flag="--store")
     files = [out_dir / run.experiment.name / name for run in plan.runs for name in RUN_FILES]
+    files += [out_dir / run.experiment.name / "pooled.json" for run in plan.runs if run.named]
+    trees = [out_dir / run.experiment.name / "references" for run in plan.runs if run.named]
     files += [out_dir / "report" / name for name in ("results.csv", "report.md", "report.html")]
-    refuse_overlap(plan_inputs(plan), files=files, trees=[out_dir / "report" / "plots"])
+    refuse_overlap(plan_inputs(plan), files=files, trees=[out_dir / "report" / "plots", *trees])
 
 
 def print_plan(plan: Plan, console=None) -> None:

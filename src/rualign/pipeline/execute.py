@@ -96,10 +96,11 @@ def _run_answers(node: Node, plan: Plan) -> None:
                    params=gen.output_key())
 
 
-def reference_path(run: RunPlan, plan: Plan) -> Path:
-    if run.reference.startswith("file:"):
-        return Path(run.reference[len("file:"):])
-    return plan.nodes[run.reference].folder / "answers.jsonl"
+def reference_path(reference: str, plan: Plan) -> Path:
+    """The answers file of a plan reference: "file:<path>" or an answers node id."""
+    if reference.startswith("file:"):
+        return Path(reference[len("file:"):])
+    return plan.nodes[reference].folder / "answers.jsonl"
 
 
 def _run_judge(node: Node, plan: Plan) -> None:
@@ -107,8 +108,7 @@ def _run_judge(node: Node, plan: Plan) -> None:
 
     cfg = node.spec["config"]
     answers = plan.nodes[node.spec["answers"]].folder / "answers.jsonl"
-    ref = node.spec["reference"]
-    reference = Path(ref[5:]) if ref.startswith("file:") else plan.nodes[ref].folder / "answers.jsonl"
+    reference = reference_path(node.spec["reference"], plan)
     # The judge cache lives in the store so experiments sharing it share calls; a configured cache wins.
     run_judge(answers, reference, cfg, node.folder, target=node.spec["target"], seed=node.spec["seed"],
               cache_path=cfg.cache or plan.store / "judge_cache.sqlite")
@@ -154,15 +154,57 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
-    """out_dir/<name>/: answers.jsonl, judge/{score.json, judgments.jsonl, manifest.json}, run.json last."""
+    """out_dir/<name>/: answers.jsonl, judge/{score.json, judgments.jsonl, manifest.json}, run.json last.
+
+    With several references (eval.reference a list) the folder holds answers.jsonl, pooled.json (the score
+    pooled over references, eval/pooled.py), run.json, and references/<ref name>/, each a complete run folder
+    of the model against that reference (run name "<name> vs <ref name>")."""
     exp = run.experiment
     folder = out_dir / exp.name
     contained(out_dir, folder)  # the name is checked by the schema; this guards any other way in
     (folder / "run.json").unlink(missing_ok=True)  # an older run.json must not vouch for new files
+    # What an earlier run of this experiment with the other shape (one reference / several) left behind.
+    (folder / "pooled.json").unlink(missing_ok=True)
+    stale = folder / ("judge" if run.named else "references")
+    if stale.is_dir():
+        remove_tree(folder, stale)
+    if not run.named:
+        _fill_run_folder(run, plan, folder, exp.name, run.reference, run.judge)
+        return folder
+    from rualign.eval.pooled import pooled_score, write_pooled
+    from rualign.records import read_score
+
+    scores, store = {}, {"answers": str(plan.nodes[run.answers].folder)}
+    for judged in run.named:
+        sub = contained(folder, folder / "references" / judged.name)
+        _fill_run_folder(run, plan, sub, f"{exp.name} vs {judged.name}", judged.reference, judged.judge)
+        scores[judged.name] = read_score(sub / "judge" / "score.json")
+        store[f"judge:{judged.name}"] = str(plan.nodes[judged.judge].folder)
     _copy(plan.nodes[run.answers].folder / "answers.jsonl", folder / "answers.jsonl")
-    judge = plan.nodes[run.judge].folder
-    for name in ("score.json", "judgments.jsonl", "manifest.json"):
-        _copy(judge / name, folder / "judge" / name)
+    write_pooled(folder / "pooled.json", pooled_score(scores, seed=exp.eval.judge_seed))
+    write_run_info(folder / "run.json", RunInfo(
+        name=exp.name, description=_description(run), model=exp.model, stages=_stages(run), target=exp.eval.target,
+        judge=run.judge_config.public(), store=store))
+    return folder
+
+
+def _stages(run: RunPlan) -> list[StageInfo]:
+    return [StageInfo(name=s.name, method=s.method, data=label) for s, label in zip(run.experiment.stages,
+                                                                                      run.stage_data)]
+
+
+def _description(run: RunPlan) -> str:
+    return run.experiment.description or ("; ".join(f"{s.method} on {s.data}" for s in _stages(run)) or "base model")
+
+
+def _fill_run_folder(run: RunPlan, plan: Plan, folder: Path, name: str, reference: str, judge_id: str) -> None:
+    """One run folder: the model's answers judged against one reference (run.json written last)."""
+    exp = run.experiment
+    (folder / "run.json").unlink(missing_ok=True)
+    _copy(plan.nodes[run.answers].folder / "answers.jsonl", folder / "answers.jsonl")
+    judge = plan.nodes[judge_id].folder
+    for file in ("score.json", "judgments.jsonl", "manifest.json"):
+        _copy(judge / file, folder / "judge" / file)
     (folder / "knowledge.json").unlink(missing_ok=True)
     if run.knowledge:
         _copy(plan.nodes[run.knowledge].folder / "knowledge.json", folder / "knowledge.json")
@@ -170,11 +212,8 @@ def write_run_folder(run: RunPlan, plan: Plan, out_dir: Path) -> Path:
     (folder / "ref_loss.json").unlink(missing_ok=True)
     if ref_loss.is_file():
         _copy(ref_loss, folder / "ref_loss.json")
-    stages = [StageInfo(name=s.name, method=s.method, data=label) for s, label in zip(exp.stages, run.stage_data)]
-    description = exp.description or ("; ".join(f"{s.method} on {s.data}" for s in stages) or "base model")
     write_run_info(folder / "run.json", RunInfo(
-        name=exp.name, description=description, model=exp.model, stages=stages,
-        reference_answers=str(reference_path(run, plan)), target=exp.eval.target,
-        judge=run.judge_config.public(), config_hash=plan.nodes[run.judge].key,
+        name=name, description=_description(run), model=exp.model, stages=_stages(run),
+        reference_answers=str(reference_path(reference, plan)), target=exp.eval.target,
+        judge=run.judge_config.public(), config_hash=plan.nodes[judge_id].key,
         store={"answers": str(plan.nodes[run.answers].folder), "judge": str(judge)}))
-    return folder

@@ -6,6 +6,7 @@ Node kinds and where they live (STORE = `<out>/_store` unless --store):
   answers/<hash>/  answers.jsonl                      hash = model node (or model spec) + prompts file +
                                                       generation params + counting tokenizer
   judge/<hash>/    judgments.jsonl, score.json         hash = answers hash + reference hash + judge settings
+                                                      (one per reference when eval.reference is a list)
   knowledge/<hash>/ knowledge.json (eval.knowledge)   hash = model node (or model spec) + questions file + limit
 Two experiments that share a base model, a recipe, a stage or a reference get the same hashes, so the
 work is done once. Building a plan reads configs and hashes input files; it never loads a model and never
@@ -21,7 +22,7 @@ from typing import Any
 from rualign.config import resolve_relative, validate
 from rualign.errors import ConfigError, RualignError
 from rualign.eval.schema import JudgeConfig, is_judge_spec, parse_judge_spec
-from rualign.pipeline.schema import Experiment, Generation
+from rualign.pipeline.schema import Experiment, Generation, Reference
 from rualign.redact import redact_url
 from rualign.runs import file_hash, is_finished, read_manifest, stable_hash, verify_files
 from rualign.train.schema import StageConfig
@@ -64,6 +65,13 @@ def judge_finished(folder: Path) -> bool:
 
 
 @dataclass
+class JudgedReference:
+    name: str | None          # None: the single, unnamed reference
+    reference: str            # node id, or "file:<path>"
+    judge: str                # node id
+
+
+@dataclass
 class RunPlan:
     experiment: Experiment
     answers: str              # node id
@@ -72,6 +80,7 @@ class RunPlan:
     stage_data: list[str]     # per stage: a human label of its data
     judge_config: JudgeConfig
     knowledge: str | None = None  # node id of the knowledge check (eval.knowledge)
+    named: list[JudgedReference] = field(default_factory=list)  # several references: each, in config order
 
 
 @dataclass
@@ -238,7 +247,23 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
     # The experiment's trust_remote_code covers its own model; a reference model is never trusted implicitly.
     answers = _answers_node(exp.model, final, exp.chat_template, exp.eval.generation, exp, prompts_hash,
                             prompts, exp.name, plan, trust_remote_code=exp.trust_remote_code)
-    ref = exp.eval.reference
+    if missing_note and missing_note not in answers.notes:
+        answers.notes.append(missing_note)
+    cfg = judge_config(exp)
+    named = isinstance(exp.eval.reference, list)
+    judged = [_judged_reference(ref, exp, answers, cfg, prompts_hash, prompts, plan, named)
+              for ref in exp.eval.references()]
+    knowledge = _knowledge_node(exp, final, plan) if exp.eval.knowledge else None
+    return RunPlan(exp, answers.id, judged[0].reference, judged[0].judge, labels, cfg,
+                   knowledge=knowledge.id if knowledge else None, named=judged if named else [])
+
+
+def _judged_reference(ref: Reference, exp: Experiment, answers: Node, cfg: JudgeConfig, prompts_hash: str,
+                      prompts: str, plan: Plan, named: bool) -> JudgedReference:
+    """The reference's answers (a file, or a node that generates them) and the judge node against it. The
+    reference's name is not hashed: the same reference judged in a single- or a multi-reference experiment
+    is the same judge node."""
+    name = getattr(ref, "name", None)
     if ref.answers is not None:
         ref_path = Path(_resolve(ref.answers, exp))
         if not ref_path.is_file():
@@ -250,19 +275,16 @@ def _experiment(exp: Experiment, plan: Plan) -> RunPlan:
                              ref.generation or exp.eval.generation, exp, prompts_hash, prompts,
                              f"reference {ref.model}", plan)
         reference, ref_key = node.id, node.key
-    if missing_note and missing_note not in answers.notes:
-        answers.notes.append(missing_note)
-    cfg = judge_config(exp)
     key = stable_hash({"answers": answers.key, "reference": ref_key, "judge": cfg.judge_key(), "target": exp.eval.target,
                        "seed": exp.eval.judge_seed, "version": 1})
     notes = [f"judge endpoint {redact_url(cfg.base_url)}: not contacted in a dry run"] if cfg.base_url else []
-    judge = plan.add(Node("judge", key, f"judge {exp.name}", plan.store / "judge" / key,
+    label = f"judge {exp.name}" + (f" vs {name}" if named else "")
+    judge = plan.add(Node("judge", key, label, plan.store / "judge" / key,
                           {"answers": answers.id, "reference": reference, "config": cfg, "target": exp.eval.target,
                            "seed": exp.eval.judge_seed},
                           deps=[answers.id] + ([reference] if not reference.startswith("file:") else []),
                           notes=notes), exp.name)
-    knowledge = _knowledge_node(exp, final, plan) if exp.eval.knowledge else None
-    return RunPlan(exp, answers.id, reference, judge.id, labels, cfg, knowledge=knowledge.id if knowledge else None)
+    return JudgedReference(name, reference, judge.id)
 
 
 def _knowledge_node(exp: Experiment, model_node: Node | None, plan: Plan) -> Node:

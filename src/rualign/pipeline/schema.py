@@ -44,12 +44,31 @@ class Reference(Strict):
         return self
 
 
+class NamedReference(Reference):
+    """One of several references (the study judged every model against four reference models). The name
+    labels its scores and names its folder `references/<name>/` inside the run folder."""
+
+    name: SafeName
+
+
+def _checked(model: type, value: Any, where: str) -> Any:
+    """model.model_validate(value), its errors re-raised as one line naming the entry (e.g. reference[1].name)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(describe_error({**e, "loc": (where, *e["loc"])}) for e in exc.errors()[:3])) from None
+
+
 class Evaluation(Strict):
     prompts: str = Field(description="prompts file (alpaca_eval / ru-arena / {id, prompt}) or bundled:NAME")
     limit: int | None = Field(None, ge=1, description="only the first N prompts (smoke runs)")
     generation: Generation = Field(default_factory=Generation)
     tokenizer: str = Field("default", description="answer lengths are counted in this tokenizer")
-    reference: Reference
+    reference: Reference | list[NamedReference] = Field(
+        description="one reference ({answers: FILE} | {model: ...}), or a list of named ones: every experiment is "
+                    "judged against each, scored per reference and pooled")
     judge: str | JudgeConfig = Field(description="judge SPEC (llamacpp:default, local:..., openai:m@url, "
                                                  "judge.yaml) or an inline judge mapping")
     target: int = Field(DEFAULT_TARGET, ge=1)
@@ -65,6 +84,25 @@ class Evaluation(Strict):
     @classmethod
     def _judge(cls, value: Any) -> Any:
         return JudgeConfig.model_validate(value) if isinstance(value, dict) else value
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_shape(cls, value: Any) -> Any:
+        # Decide the shape here, so an error names the problem instead of listing both union branches.
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("reference list is empty: give one reference mapping or a list of named ones")
+            names = [r.get("name") for r in value if isinstance(r, dict)]
+            dupes = sorted({str(n) for n in names if n is not None and names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate reference name(s) {', '.join(dupes)}: each name labels its scores "
+                                 "and names the folder references/<name>/ of the run folder")
+            return [_checked(NamedReference, r, f"reference[{i}]") for i, r in enumerate(value)]
+        return _checked(Reference, value, "reference") if isinstance(value, dict) else value
+
+    def references(self) -> list[Reference]:
+        """The references as a list (one unnamed reference for the single form)."""
+        return list(self.reference) if isinstance(self.reference, list) else [self.reference]
 
 
 class Experiment(Strict):
@@ -237,7 +275,7 @@ def load_experiments(path: str | Path) -> list[Experiment]:
         experiment._source = layers[0].path
         # A model folder written relative to the experiment file works from any working folder.
         experiment.model = resolve_relative(experiment.model, experiment._source)
-        ref = experiment.eval.reference
-        if ref.model is not None:
-            ref.model = resolve_relative(ref.model, experiment._source)
+        for ref in experiment.eval.references():
+            if ref.model is not None:
+                ref.model = resolve_relative(ref.model, experiment._source)
     return experiments

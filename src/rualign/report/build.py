@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rualign.errors import RualignError
+from rualign.paths import contained
 from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, JudgeCard, Judgment, RunInfo, Score, StageInfo,
                              read_answers, read_judgments, read_ref_loss, read_run_info, read_score)
 from rualign.runs import file_hash, stable_hash, write_manifest, write_text
@@ -34,6 +35,9 @@ class Run:
     notes: list[str] = field(default_factory=list)
     ref_loss: float | None = None  # ref_loss.json of the run folder (hf generation with eval.heldout)
     knowledge: dict | None = None  # knowledge.json of the run folder (eval.knowledge): accuracy, accuracy_norm, n
+    reference_name: str | None = None  # several references: this run's reference (run folder references/<name>/)
+    pooled: dict | None = None  # several references: the experiment's pooled.json (eval/pooled.py)
+    experiment: str | None = None  # several references: the experiment's name (the folder holding pooled.json)
 
 
 def _check_run_folder(folder: Path) -> None:
@@ -97,11 +101,33 @@ def load_run(folder: str | Path) -> Run:
     return run
 
 
+def load_multi(folder: Path) -> list[Run]:
+    """A run folder judged against several references (pooled.json): one Run per reference, in config order,
+    each carrying the pooled score."""
+    from rualign.eval.pooled import read_pooled
+
+    _check_run_folder(folder)
+    pooled = read_pooled(folder / "pooled.json")
+    runs = []
+    for ref in pooled.references:
+        sub = folder / "references" / ref.name
+        contained(folder, sub, action="read")  # a name edited into pooled.json cannot lead outside the folder
+        run = load_run(sub)
+        run.reference_name, run.pooled, run.experiment = ref.name, pooled.dump(), folder.name
+        runs.append(run)
+    if not runs:
+        raise RualignError("pooled.json lists no references", path=folder / "pooled.json",
+                           expected="the pooled.json `rualign run` writes for an experiment with several references")
+    return runs
+
+
 def load_runs(run_dirs: list[Path]) -> list[Run]:
-    """Load every folder; names are made unique so filters in the answer browser stay unambiguous."""
+    """Load every folder; names are made unique so filters in the answer browser stay unambiguous. A folder
+    judged against several references gives one run per reference."""
     if not run_dirs:
         raise RualignError("no run folders given", expected="one or more run folders")
-    runs = [load_run(d) for d in run_dirs]
+    runs = [run for d in run_dirs for run in
+            (load_multi(Path(d)) if (Path(d) / "pooled.json").is_file() else [load_run(d)])]
     seen: dict[str, int] = {}
     for run in runs:
         count = seen.get(run.name, 0)

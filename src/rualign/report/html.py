@@ -131,6 +131,19 @@ def _results_table(rows: list[dict]) -> str:
     return f'<table id="results-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _pooled_table(rows: list[dict]) -> str:
+    """Experiments judged against several references: the pooled score and each reference's (tables.pooled_rows)."""
+    from rualign.report.tables import POOLED_NOTE, pooled_cells, pooled_rows
+
+    entries = pooled_rows(rows)
+    if not entries:
+        return ""
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in pooled_cells(e)) + "</tr>" for e in entries)
+    return (f'<h3>Pooled over references</h3><p>{escape(POOLED_NOTE.replace("*", ""))}</p><table id="pooled-table">'
+            f"<thead><tr><th>experiment</th><th>pooled [95% CI]</th><th>per reference</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
 def _pct(rate: float | None) -> str | None:
     return None if rate is None else f"{100 * rate:.1f}%"
 
@@ -217,7 +230,7 @@ def render_report(runs: list["Run"], rows: list[dict], plots: dict[str, Path], n
 score = judge preference for the model answer over the reference, 0–100 (reference vs itself = 50), 95% bootstrap CI
 over prompts; failures are left out of the score, never counted as losses.</p>
 <nav><a href="#results">Results</a><a href="#plots">Plots</a><a href="#answers">Answers</a></nav>
-<section id="results"><h2>Results</h2>{_results_table(rows)}{notes_html}
+<section id="results"><h2>Results</h2>{_results_table(rows)}{_pooled_table(rows)}{notes_html}
 <h3>Judge diagnostics</h3>{_diagnostics_table(rows)}{_category_table(runs)}</section>
 <section id="plots"><h2>Plots</h2>{_plots(plots)}</section>
 <section id="answers"><h2>Answers: model vs reference</h2>{_CONTROLS}

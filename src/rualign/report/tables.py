@@ -40,6 +40,17 @@ CRITERIA_COLUMNS = [f"win_{name}" for name in ("relevance", "helpfulness", "clar
 CSV_COLUMNS = ["name", "description", "stages", "status", *score_columns(), *JOINT_COLUMNS, "judge_status",
                *CRITERIA_COLUMNS, "mean_tokens", "median_tokens", "p90_tokens", "gap_to_target", "target",
                *ANSWER_COLUMNS, "judge", "run_dir"]
+# Experiments judged against several references (eval.reference a list): each row is one (experiment,
+# reference); `pooled*` is the experiment's score pooled over its references (eval/pooled.py), the same on each
+# of its rows. Only reports holding such a run get these columns, so single-reference results.csv is unchanged.
+REFERENCE_COLUMNS = ["experiment", "reference", "pooled", "pooled_ci_low", "pooled_ci_high"]
+
+
+def csv_columns(rows: list[dict]) -> list[str]:
+    if not any(row.get("reference") for row in rows):
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("status")
+    return [*CSV_COLUMNS[:at], *REFERENCE_COLUMNS, *CSV_COLUMNS[at:]]
 DISPLAY_HEADERS = ["run", "training data", "stages", "mean tokens", "median tokens", "gap to target",
                    "at cap", "ru share", "distinct-2", "ref loss", "knowledge", "score [95% CI]", "LC joint [95% CI]",
                    "SC joint", "per-run LC (diag.)", "first slot", "n", "failures"]
@@ -67,7 +78,11 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
     lengths = score.lengths.model if score is not None and score.lengths is not None else None
     if lengths is None or lengths.mean is None:
         lengths = _answer_lengths(run, target)
-    row: dict[str, Any] = {name: None for name in CSV_COLUMNS}
+    row: dict[str, Any] = {name: None for name in (*CSV_COLUMNS, *REFERENCE_COLUMNS)}
+    if run.reference_name is not None:
+        pooled = run.pooled or {}
+        row.update({"experiment": run.experiment, "reference": run.reference_name, "pooled": pooled.get("score"),
+                    "pooled_ci_low": pooled.get("ci_low"), "pooled_ci_high": pooled.get("ci_high")})
     if score is not None:
         row.update({name: _cell(getattr(score, name)) for name in score_columns()})
         row["n_prompts"] = score.n_prompts if score.n_prompts is not None else len(run.answers)
@@ -97,11 +112,12 @@ def _answer_metrics(run: "Run") -> dict[str, Any]:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Full-precision values; empty cells for values a run does not have (e.g. not judged)."""
+    columns = csv_columns(rows)
     with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
 def _num(value: Any, digits: int, signed: bool = False) -> str:
@@ -177,12 +193,48 @@ def _criteria_table(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def pooled_rows(rows: list[dict]) -> list[dict]:
+    """One entry per experiment judged against several references: its pooled score and each reference's."""
+    pooled: dict[str, dict] = {}
+    for row in rows:
+        if row.get("reference") is None:
+            continue
+        entry = pooled.setdefault(row["experiment"], {"experiment": row["experiment"], "pooled": row["pooled"],
+                                                      "pooled_ci_low": row["pooled_ci_low"],
+                                                      "pooled_ci_high": row["pooled_ci_high"], "references": []})
+        entry["references"].append((row["reference"], row["score"], row["judge_status"]))
+    return list(pooled.values())
+
+
+POOLED_NOTE = ("*pooled*: 100 × the mean preference over every (prompt, reference) pair, with a 95% bootstrap CI "
+               "over prompts that resamples each prompt together with its judgments against all references.")
+
+
+def pooled_cells(entry: dict) -> list[str]:
+    """experiment, pooled [CI], and each reference's score, for report.md and report.html."""
+    per_ref = "; ".join(f"{name} {_num(score, 1)}" + (f" {UNVALIDATED}" if status == "unvalidated" else "")
+                        for name, score, status in entry["references"])
+    return [entry["experiment"], f"{_num(entry['pooled'], 1)} [{_num(entry['pooled_ci_low'], 1)}, "
+                                 f"{_num(entry['pooled_ci_high'], 1)}]", per_ref]
+
+
+def _pooled_table(rows: list[dict]) -> list[str]:
+    entries = pooled_rows(rows)
+    if not entries:
+        return []
+    lines = ["## Pooled over references", "", POOLED_NOTE, "", "| experiment | pooled [95% CI] | per reference |",
+             "|---|---|---|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in pooled_cells(e)) + " |" for e in entries]
+    return lines + [""]
+
+
 def markdown_report(rows: list[dict], plots: dict[str, Path], notes: list[str], out_dir: Path, target: int) -> str:
     parts = ["# rualign report", "",
              f"Target mean answer length: {target} tokens. Score: the judge's preference for the model answer "
              "over the reference, 0–100 (the reference against itself is 50), with a 95% bootstrap CI over "
              "prompts. Failures are judge/parse failures, left out of the score and never counted as losses.",
              "", JUDGE_FREE_NOTE, "", CONTROL_NOTE, "", markdown_table(rows), ""]
+    parts += _pooled_table(rows)
     parts += _criteria_table(rows)
     if notes:
         parts += ["## Notes", ""] + [f"- {md_cell(note)}" for note in notes] + [""]
@@ -238,3 +290,6 @@ def print_table(rows: list[dict], console: "Console | None" = None) -> None:
                  if row["lc"] is not None]
         if joint:  # the joint length-controlled score is too wide for the table here, so it gets its own lines
             console.print(Text("  LC joint: " + "; ".join(f"{name} {cell}" for name, cell in joint)))
+    for entry in pooled_rows(rows):  # experiments judged against several references
+        experiment, pooled, per_ref = pooled_cells(entry)
+        console.print(Text(f"  pooled over references: {experiment} {pooled} ({per_ref})"))

@@ -192,6 +192,10 @@ def absolutize(raw: dict, base_file: Path) -> dict:
         if isinstance(node, dict) and location[-1] in node:
             node[location[-1]] = fix(node[location[-1]])
     evaluation = raw.get("eval") or {}
+    for ref in evaluation.get("reference") if isinstance(evaluation.get("reference"), list) else []:
+        for key in ("answers", "model"):  # several named references: each one's paths
+            if isinstance(ref, dict) and key in ref:
+                ref[key] = fix(ref[key])
     if isinstance(evaluation.get("judge"), str) and evaluation["judge"].endswith((".yaml", ".yml")):
         evaluation["judge"] = fix(evaluation["judge"])
     for name, recipe in (raw.get("data") or {}).items():
