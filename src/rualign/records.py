@@ -122,12 +122,13 @@ class Judgment(Record):
 
     id: str
     order: Literal["model_first", "reference_first"]
-    mode: str | None = Field(None, description='"logprob" | "verdict" | "identical" (no call made)')
+    mode: str | None = Field(None, description='"logprob" | "constrained" | "verdict" | "pointwise" | "identical" (no call made)')
     preference: Rate | None = Field(None, description="preference for the MODEL answer in [0, 1]; null = failure")
     verdict: Literal["model", "reference", "tie"] | None = None
     probs: dict[str, float] | None = Field(None, description='{"A", "B", "tie"} slot probabilities')
     verdict_mass: float | None = Field(None, description="logprob mode: probability mass on the verdict letters")
     criteria: dict[str, Any] | None = None
+    scores: dict[str, float] | None = Field(None, description='pointwise mode: {"model", "reference"} 1-9 scores')
     raw: str = Field("", description="the judge's raw answer (or its top logprobs as JSON)")
     error: str | None = None
     cached: bool = False

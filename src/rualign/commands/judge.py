@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rualign.eval.schema import MODES
+
 from rualign.records import DEFAULT_TARGET
 
 EPILOG = """\
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--judge", help="judge SPEC or judge YAML (see below)")
     parser.add_argument("--judge-config", help="judge YAML with settings; the --judge SPEC, if given, names the model")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--mode", choices=["logprob", "verdict"], help="override the judge config's mode")
+    parser.add_argument("--mode", choices=MODES, help="override the judge config's mode")
     parser.add_argument("--target", type=int, default=DEFAULT_TARGET,
                         help=f"target mean answer length in tokens ({DEFAULT_TARGET})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from rualign.eval.schema import MODES
 from pathlib import Path
 
 
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "or with verdict mass < 0.5 makes every score from it 'unvalidated'.")
     parser.add_argument("--judge", metavar="SPEC", help="llamacpp:default, local:<model>, openai:<model>@<url> or YAML")
     parser.add_argument("--judge-config", metavar="FILE", help="judge YAML (settings; --judge names the judge)")
-    parser.add_argument("--mode", choices=("logprob", "verdict"), help="override the judge's mode")
+    parser.add_argument("--mode", choices=MODES, help="override the judge's mode")
     parser.add_argument("--gold", default="bundled:gold_ru",
                         help="gold pairs in the preference format, or bundled:gold_ru (default)")
     parser.add_argument("--out", required=True, help="output folder")

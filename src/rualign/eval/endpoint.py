@@ -119,10 +119,11 @@ class OpenAIBackend:
     # ---- judging
 
     async def complete(self, messages: list[dict], kind: str) -> dict:
+        from rualign.eval.judge_backends import LOGPROB_KINDS
         from rualign.eval.parse import first_position_top_logprobs
 
         result = await self._client.chat(messages, **self._judge_params(kind))
-        top = first_position_top_logprobs(result.choice) if kind == "logprob" else None
+        top = first_position_top_logprobs(result.choice) if kind in LOGPROB_KINDS else None
         return {"text": result.text, "top_logprobs": top, "usage": result.usage,
                 "finish_reason": result.choice.get("finish_reason")}
 

@@ -27,6 +27,7 @@ from rualign.eval import parse, tokenizer_id
 from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_backends import backend_factory, checked_value, request_params
+from rualign.eval.pointwise import POINTWISE_KEYS, PointwiseTemplate, judge_pointwise
 from rualign.eval.schema import JudgeConfig
 from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, JudgeStatus, Judgment, Message, Score,
                              read_answers, read_score, write_judgments, write_score)
@@ -48,8 +49,9 @@ class Template:
     reminder: str
 
 
-def load_template(name: str) -> Template:
-    """A packaged template by name (judge_pairwise_v1) or a YAML file path with the same keys."""
+def load_template(name: str) -> "Template | PointwiseTemplate":
+    """A packaged template by name (judge_pairwise_v1, judge_pointwise_v1, ...) or a YAML file path with the same
+    keys; a template with `kind: pointwise` is a PointwiseTemplate (keys pointwise.POINTWISE_KEYS)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         text, where = read_utf8(path), str(path)
@@ -62,10 +64,21 @@ def load_template(name: str) -> Template:
     data, _ = parse_yaml_text(text, where)  # invalid YAML or a duplicate key: a ConfigError with the line
     if not isinstance(data, dict):
         raise RualignError("judge template is not a YAML mapping", path=where, expected=f"string keys {_TEMPLATE_KEYS}")
-    missing = [k for k in _TEMPLATE_KEYS if not isinstance(data.get(k), str)]
+    kind, keys = (PointwiseTemplate, POINTWISE_KEYS) if data.get("kind") == "pointwise" else (Template, _TEMPLATE_KEYS)
+    missing = [k for k in keys if not isinstance(data.get(k), str)]
     if missing:
-        raise RualignError(f"judge template lacks {missing}", path=where, expected=f"string keys {_TEMPLATE_KEYS}")
-    return Template(**{k: data[k] for k in _TEMPLATE_KEYS})
+        raise RualignError(f"judge template lacks {missing}", path=where, expected=f"string keys {keys}")
+    return kind(**{k: data[k] for k in keys})
+
+
+def template_for(cfg: JudgeConfig) -> "Template | PointwiseTemplate":
+    """cfg's template, refused when it does not fit the mode (a pairwise template cannot score one answer)."""
+    template = load_template(cfg.template)
+    if (cfg.mode == "pointwise") != isinstance(template, PointwiseTemplate):
+        wanted = "a pointwise template (kind: pointwise)" if cfg.mode == "pointwise" else "a pairwise template"
+        raise RualignError(f"judge template '{cfg.template}' does not fit mode '{cfg.mode}'", path="template",
+                           expected=wanted, hint="leave `template` unset to get the mode's default template")
+    return template
 
 
 _ROLE_NAMES = {"system": "Система", "user": "Пользователь", "assistant": "Ассистент"}
@@ -171,22 +184,38 @@ class _Run:
         self.mode = cfg.mode
         self.fallback_warned = False
         self.cache_hits = 0
+        # Calls in flight by cache key: a second job asking the same call (pointwise: the same answer in the
+        # other order) awaits the first instead of paying for it twice.
+        self.inflight: dict[str, asyncio.Future] = {}
         # Low-mass logprob calls are asked again with the first token constrained to A/B/C where the backend
         # takes a grammar (llama.cpp's server; the local backend restricts the logits itself).
         self.constrain = cfg.constrain == "grammar" or (cfg.constrain == "auto" and cfg.backend in ("llamacpp", "local"))
 
-    async def call(self, job: Job, kind: str, messages: list[dict]) -> tuple[dict, bool]:
-        """One judge call through the cache. The cache is read before any await, so a rerun of finished
-        work never reaches the network; a success is written before anything else happens."""
-        key = call_key(self.backend.identity, self.cfg, self.template, job, kind, messages)
+    async def call(self, job: Job | None, kind: str, messages: list[dict], key: str | None = None
+                   ) -> tuple[dict, bool]:
+        """One judge call through the cache (`key`: pointwise calls bring their own, without an order). The cache
+        is read before any await, so a rerun of finished work never reaches the network; a success is written
+        before anything else happens."""
+        key = key or call_key(self.backend.identity, self.cfg, self.template, job, kind, messages)
         hit = self.cache.get(key)
         with contextlib.suppress(CallFailed):  # an entry cached by an older version unchecked is a miss
             if hit is not None:
                 checked_value(hit)
                 self.cache_hits += 1
                 return hit, True
-        value = checked_value(await self.backend.complete(messages, kind))  # validated before it is stored
+        if key in self.inflight:
+            return await asyncio.shield(self.inflight[key]), True
+        future = self.inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            value = checked_value(await self.backend.complete(messages, kind))  # validated before it is stored
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited failure is not logged as "never retrieved"
+            raise
+        finally:
+            del self.inflight[key]
         self.cache.put(key, value)
+        future.set_result(value)
         return value, False
 
     def fallback(self) -> None:
@@ -217,6 +246,8 @@ def _add_usage(total: dict, value: dict) -> None:
 async def judge_job(run: _Run, job: Job) -> Judgment:
     if job.identical:
         return identical_row(job)
+    if run.mode == "pointwise":
+        return await judge_pointwise(run, job)
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     cached: list[bool] = []
     try:
@@ -356,7 +387,7 @@ def run_judge(answers: str | Path, reference: str | Path, cfg: JudgeConfig, out_
 
     answers, reference, out_dir = Path(answers), Path(reference), Path(out_dir)
     model_answers, reference_answers = pair_answers(answers, reference)
-    template = load_template(cfg.template)
+    template = template_for(cfg)
     config_hash = judge_config_hash(answers, reference, cfg, template, target, seed)
     manifest = read_manifest(out_dir)
     if is_finished(out_dir, config_hash) and manifest.failed_calls == 0 and (out_dir / "score.json").exists():

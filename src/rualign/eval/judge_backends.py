@@ -15,6 +15,7 @@ from typing import Iterator
 
 from rualign.eval.client import CallFailed
 from rualign.eval.endpoint import OpenAIBackend
+from rualign.eval.pointwise import DIGITS, SCORE_GRAMMAR
 from rualign.eval.schema import JUDGE_BACKENDS, JudgeConfig
 
 
@@ -48,13 +49,19 @@ def checked_value(value: object) -> dict:
 VERDICT_GRAMMAR = 'root ::= [ABC]'
 
 
+# Call kinds whose first-token top logprobs are read ("score": pointwise mode's digit, eval/pointwise.py).
+LOGPROB_KINDS = ("logprob", "score")
+
+
 def request_params(cfg: JudgeConfig, kind: str) -> dict:
-    """Sampling parameters of one call kind ("logprob", "constrained" or "verdict"); part of the cache key."""
-    if kind == "logprob":
+    """Sampling parameters of one call kind ("logprob", "constrained", "verdict"; pointwise: "score",
+    "score_constrained", "score_text"); part of the cache key."""
+    if kind in LOGPROB_KINDS:
         return {"temperature": cfg.temperature, "max_tokens": 1, "logprobs": True,
                 "top_logprobs": cfg.top_logprobs}
-    if kind == "constrained":
-        return {"temperature": 0.0, "max_tokens": 1, "grammar": VERDICT_GRAMMAR}
+    if kind in ("constrained", "score_constrained"):
+        return {"temperature": 0.0, "max_tokens": 1,
+                "grammar": VERDICT_GRAMMAR if kind == "constrained" else SCORE_GRAMMAR}
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
 
 
@@ -103,14 +110,14 @@ class LocalBackend:
                 "finish_reason": finish,
                 "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": int(new.shape[0])}}
 
-    def _constrained(self, messages: list[dict]) -> dict:
-        """The first token restricted to the letters A / B / C: the most likely of the three."""
+    def _constrained(self, messages: list[dict], choices: str = "ABC") -> dict:
+        """The first token restricted to `choices` (letters A / B / C, or pointwise digits): the most likely."""
         import torch
 
         input_ids = self._encode(messages)
         with torch.no_grad():
             logits = self.model(input_ids=input_ids).logits[0, -1].float()
-        letters = {c: self.tokenizer.encode(c, add_special_tokens=False) for c in "ABC"}
+        letters = {c: self.tokenizer.encode(c, add_special_tokens=False) for c in choices}
         scores = {c: float(logits[ids[0]]) for c, ids in letters.items() if len(ids) == 1}
         return {"text": max(scores, key=scores.get), "top_logprobs": None, "finish_reason": "length",
                 "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": 1}}
@@ -118,7 +125,10 @@ class LocalBackend:
     async def complete(self, messages: list[dict], kind: str) -> dict:
         async with self._lock:
             self.requests += 1
-            work = {"logprob": self._logprob, "constrained": self._constrained}.get(kind, self._generate)
+            if kind == "score_constrained":
+                return await asyncio.to_thread(self._constrained, messages, DIGITS)
+            work = {"logprob": self._logprob, "score": self._logprob,
+                    "constrained": self._constrained}.get(kind, self._generate)
             return await asyncio.to_thread(work, messages)
 
     def stats(self) -> dict:

@@ -115,12 +115,19 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
+def _pointwise_note(card: JudgeCard) -> list[str]:
+    if card.judge.mode != "pointwise":
+        return []
+    return ["Pointwise judge: each answer is scored alone (1-9), so no slot exists: the first-slot rate is 0.5 and "
+            "the order-flip rate 0 by construction; verdict mass is the probability on the score digits.", ""]
+
+
 def markdown(card: JudgeCard) -> str:
     status = "validated" if card.validated else "**UNVALIDATED**: " + "; ".join(card.reasons)
     lb = card.length_bias
     lines = [f"# Judge card: {card.judge.name or '?'}", "",
              f"Gold set: `{card.gold.name or '?'}` ({card.n} of {card.n_pairs} pairs judged, "
-             "each in both answer orders)", "", f"Status: {status}", "",
+             "each in both answer orders)", "", f"Status: {status}", "", *_pointwise_note(card),
              "| statistic | value | meaning |", "|---|---|---|",
              f"| accuracy | {_pct(card.accuracy)} [{_pct(card.ci_low)}, {_pct(card.ci_high)}] | "
              "mean preference for the better answer (0.5 = chance) |",

@@ -146,13 +146,13 @@ def card_summary(card: JudgeCard | None) -> JudgeStatus:
 def run_judge_check(gold: str, cfg: JudgeConfig, out_dir: Path, *, seed: int = 0,
                     cache_path: str | Path | None = None) -> JudgeCard:
     from rualign.eval.cache import default_cache_path
-    from rualign.eval.judge import _judge_jobs, build_jobs, load_template
+    from rualign.eval.judge import _judge_jobs, build_jobs, template_for
 
     path, pairs = load_gold(gold)
     # The chosen answer plays the model, the rejected one the reference: a good judge prefers the "model".
     model = {p.id: AnswerRecord(id=p.id, prompt=p.prompt, answer=p.chosen) for p in pairs}
     reference = {p.id: AnswerRecord(id=p.id, prompt=p.prompt, answer=p.rejected) for p in pairs}
-    template = load_template(cfg.template)
+    template = template_for(cfg)
     rows, stats = _judge_jobs(build_jobs(model, reference), cfg, template,
                               Path(cache_path or cfg.cache or default_cache_path()))
     card = judge_card.build_card(rows, pairs, seed=seed)

@@ -40,6 +40,10 @@ JUDGE_BACKENDS: dict[str, JudgeBackend] = {
 }
 # Every setting that changes a verdict: the judge key (plan node and judge manifest hash) is made of these.
 # Not concurrency, rate limits, timeouts or the cache location.
+# Judge modes: pairwise from verdict-letter logprobs, pairwise from a written verdict, or each answer scored
+# alone (eval/pointwise.py). A mode's default template is used when `template` is not set.
+MODES = ("logprob", "verdict", "pointwise")
+DEFAULT_TEMPLATES = {"logprob": "judge_pairwise_v1", "verdict": "judge_pairwise_v1", "pointwise": "judge_pointwise_v1"}
 VERDICT_KEYS = ("backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
                 "n_ctx", "min_verdict_mass", "constrain")
 
@@ -50,7 +54,7 @@ class JudgeConfig(Strict):
     base_url: str | None = None  # openai backend only
     model: str = "default"
     api_key_env: str | None = None  # NAME of the env var holding the key; the key itself is never stored
-    mode: Literal["logprob", "verdict"] = "logprob"
+    mode: Literal[MODES] = "logprob"
     template: str = "judge_pairwise_v1"
     concurrency: int = Field(4, ge=1, le=256)
     requests_per_minute: float | None = Field(None, gt=0)
@@ -73,6 +77,15 @@ class JudgeConfig(Strict):
     slots: int = Field(2, ge=1, le=16)
     server_start_timeout_s: float = Field(120.0, gt=0)
     cache: str | None = None  # SQLite path; default $RUALIGN_HOME/judge_cache.sqlite
+
+    @model_validator(mode="after")
+    def _mode_template(self) -> "JudgeConfig":
+        # The template follows the mode unless set: `mode: pointwise` alone gets the pointwise template. Written
+        # past validate_assignment (no re-validation loop) and left out of model_fields_set, so a YAML dumped
+        # with exclude_unset and given another --mode still gets that mode's template.
+        if "template" not in self.model_fields_set:
+            self.__dict__["template"] = DEFAULT_TEMPLATES[self.mode]
+        return self
 
     @field_validator("api_key_env")
     @classmethod
