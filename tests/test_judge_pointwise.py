@@ -8,6 +8,7 @@ import json
 import math
 import random
 import re
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,23 @@ def test_experiment_judge_accepts_pointwise(tmp_path):
 
     cfg = validate(JudgeConfig, {"backend": "llamacpp", "mode": "pointwise"}, "experiment.yaml")
     assert cfg.template == "judge_pointwise_v1" and cfg.judge_key()["mode"] == "pointwise"
+
+
+def test_rualign_run_plan_switches_the_judge_mode(tmp_path):
+    """The judge-mode switch in an experiment file: the demo with `judge: {backend: llamacpp, mode: pointwise}`
+    plans pointwise judge stages with the pointwise template, keyed apart from the demo's logprob judge."""
+    import yaml
+
+    from rualign.pipeline import build_plan, load_experiments
+
+    demo = Path(__file__).resolve().parents[1] / "src" / "rualign" / "configs" / "demo.yaml"
+    data = yaml.safe_load(demo.read_text(encoding="utf-8"))
+    data["defaults"]["eval"]["judge"] = {"backend": "llamacpp", "model": "default", "mode": "pointwise"}
+    switched = tmp_path / "demo_pointwise.yaml"
+    switched.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    plan = build_plan(load_experiments(switched), tmp_path / "a")
+    original = build_plan(load_experiments(demo), tmp_path / "a")
+    assert all(r.judge_config.mode == "pointwise" and r.judge_config.template == "judge_pointwise_v1"
+               for r in plan.runs)
+    judge_nodes = {n.id for n in plan.nodes.values() if n.kind == "judge"}
+    assert judge_nodes and judge_nodes.isdisjoint({n.id for n in original.nodes.values() if n.kind == "judge"})
