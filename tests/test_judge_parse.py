@@ -7,25 +7,30 @@ import math
 import pytest
 
 from rualign.eval import parse
+from rualign.eval.judge_reply import TopLogprob
 
 
 def lp(p: float) -> float:
     return math.log(p)
 
 
+def _top(rows: list[dict]) -> list[TopLogprob]:
+    return [TopLogprob(**row) for row in rows]
+
+
 def test_letter_probs_sums_spellings_and_ignores_cyrillic_words():
     top = [{"token": "A", "logprob": lp(0.4)}, {"token": " A", "logprob": lp(0.1)}, {"token": "a", "logprob": lp(0.05)},
            {"token": "В", "logprob": lp(0.2)},  # Cyrillic Ve: the Russian word "in", never the verdict B
            {"token": " C", "logprob": lp(0.05)}, {"token": "Ответ", "logprob": lp(0.2)}]
-    probs = parse.letter_probs(top)
+    probs = parse.letter_probs(_top(top))
     assert probs == pytest.approx({"A": 0.55 / 0.6, "B": 0.0, "tie": 0.05 / 0.6})
-    dist = parse.letter_distribution(top)
+    dist = parse.letter_distribution(_top(top))
     assert dist.mass == pytest.approx(0.6)
     assert sum(dist.probs.values()) == pytest.approx(1.0)
 
 
 def test_letter_probs_none_without_verdict_letters():
-    assert parse.letter_probs([{"token": "Hello", "logprob": -0.1}, {"token": "AB", "logprob": -1}]) is None
+    assert parse.letter_probs(_top([{"token": "Hello", "logprob": -0.1}, {"token": "AB", "logprob": -1}])) is None
     assert parse.letter_probs([]) is None
     assert parse.letter_distribution([]).mass == 0.0
 
@@ -36,11 +41,11 @@ def test_russian_first_tokens_are_not_verdicts():
     top = [{"token": "В", "logprob": lp(0.45)}, {"token": " в", "logprob": lp(0.1)}, {"token": "а", "logprob": lp(0.1)},
            {"token": "С", "logprob": lp(0.08)}, {"token": " с", "logprob": lp(0.05)}, {"token": "A", "logprob": lp(0.06)},
            {"token": "B", "logprob": lp(0.02)}]
-    dist = parse.letter_distribution(top)
+    dist = parse.letter_distribution(_top(top))
     assert dist.mass == pytest.approx(0.08)
     assert dist.probs["A"] > dist.probs["B"]  # what Latin mass there is leans to A, not B
-    assert parse.letter_probs(top, min_mass=parse.DEFAULT_MIN_VERDICT_MASS) is None
-    assert parse.letter_probs([{"token": "A", "logprob": lp(0.7)}], min_mass=0.5) == {"A": 1.0, "B": 0.0, "tie": 0.0}
+    assert parse.letter_probs(_top(top), min_mass=parse.DEFAULT_MIN_VERDICT_MASS) is None
+    assert parse.letter_probs(_top([{"token": "A", "logprob": lp(0.7)}]), min_mass=0.5) == {"A": 1.0, "B": 0.0, "tie": 0.0}
 
 
 @pytest.mark.parametrize("text,slot", [

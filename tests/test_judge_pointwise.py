@@ -17,6 +17,7 @@ from rualign.errors import RualignError
 from rualign.eval import judge as judge_mod
 from rualign.eval.judge import load_template, template_for
 from rualign.eval.judge_check import find_card, judge_key, load_gold
+from rualign.eval.judge_reply import TopLogprob
 from rualign.eval.pointwise import (PointwiseTemplate, parse_score, preference, render, score_distribution)
 from rualign.eval.schema import parse_judge_spec
 
@@ -48,11 +49,11 @@ def test_parse_score_refuses_what_it_cannot_read(text):
 def test_score_distribution_and_expected_score():
     top = [{"token": "7", "logprob": math.log(0.5)}, {"token": " 8", "logprob": math.log(0.25)},
            {"token": "Оценка", "logprob": math.log(0.2)}, {"token": "10", "logprob": math.log(0.05)}]
-    dist = score_distribution(top)
+    dist = score_distribution([TopLogprob(**entry) for entry in top])
     assert dist.mass == pytest.approx(0.75)
     assert dist.expected == pytest.approx((7 * 0.5 + 8 * 0.25) / 0.75)
-    assert score_distribution([{"token": "В", "logprob": 0.0}]).probs is None
-    assert score_distribution(None).mass == 0.0
+    assert score_distribution([TopLogprob(token="В", logprob=0.0)]).probs is None
+    assert score_distribution([]).mass == 0.0
 
 
 def test_preference_from_two_scores():

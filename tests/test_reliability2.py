@@ -422,7 +422,7 @@ def test_math_isfinite_guard_in_letter_probs_not_needed_after_validation():
 
     good = {"text": "A", "top_logprobs": [{"token": "A", "logprob": -0.1}], "usage": {"prompt_tokens": 1,
                                                                                       "completion_tokens": 1}}
-    assert checked_value(good) is good
+    assert checked_value(good).dump() == {**good, "finish_reason": None}
     for bad in ({**good, "top_logprobs": [{"token": "A", "logprob": 1000}]},
                 {**good, "top_logprobs": [{"token": "A", "logprob": math.nan}]},
                 {**good, "usage": "lots"}, {**good, "text": None}, "x"):

@@ -97,3 +97,56 @@ def test_score_with_an_old_judge_card_summary_loads(tmp_path):
     loaded = read_score(path)
     assert loaded.judge_card.status == "unvalidated" and loaded.judge_card.reasons == ["at chance"]
     assert loaded.dump()["judge_card"] == summary
+
+
+# A judge cache row as rualign wrote it before JudgeReply (json.dumps of the backend's dict): -Infinity and a
+# key the server added included.
+OLD_CACHE_VALUE = ('{"text": "A", "top_logprobs": [{"token": "A", "logprob": -0.1, "bytes": [65]}, '
+                   '{"token": "В", "logprob": -Infinity}], "finish_reason": "length", '
+                   '"usage": {"prompt_tokens": 12, "completion_tokens": 1}}')
+
+
+def test_judge_cache_entries_written_before_the_reply_record_load(tmp_path):
+    import asyncio
+    import math
+    import sqlite3
+
+    from rualign.eval.cache import JudgeCache
+    from rualign.eval.judge import Job, _Run, call_key
+
+    cfg = parse_judge_spec("openai:fake@http://127.0.0.1:9/v1")
+    template = load_template(cfg.template)
+    job = Job(0, "a", "model_first", [Message(role="user", content="q")], "x", "y")
+    messages = render(template, job.prompt, job.answer_a, job.answer_b, "logprob")
+    key = call_key("fake", cfg, template, job, "logprob", messages)
+    path = tmp_path / "cache.sqlite"
+    JudgeCache(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO calls (key, created, value) VALUES (?, 0, ?)", (key, OLD_CACHE_VALUE))
+
+    class NoCalls:
+        identity = "fake"
+
+        async def complete(self, messages, kind):
+            raise AssertionError("a cached call reached the backend")
+
+    with JudgeCache(path) as cache:
+        reply, hit = asyncio.run(_Run(cfg, template, NoCalls(), cache).call(job, "logprob", messages))
+        assert hit and reply.text == "A" and reply.usage.prompt_tokens == 12
+        assert reply.top_logprobs[0].model_dump() == {"token": "A", "logprob": -0.1, "bytes": [65]}
+        assert reply.top_logprobs[1].logprob == -math.inf
+        cache.put("again", reply.dump())  # what a fresh call stores: the same JSON object
+        assert cache.get("again") == cache.get(key) == json.loads(OLD_CACHE_VALUE)
+
+
+def test_a_malformed_reply_is_a_call_failure():
+    from rualign.eval.client import CallFailed
+    from rualign.eval.judge_reply import checked_value
+
+    good = json.loads(OLD_CACHE_VALUE)
+    with pytest.raises(CallFailed, match="usage.completion_tokens"):
+        checked_value({**good, "usage": {"prompt_tokens": 1, "completion_tokens": True}})
+    with pytest.raises(CallFailed, match="finish_reason"):
+        checked_value({**good, "finish_reason": 3})
+    with pytest.raises(CallFailed, match="top_logprobs.0.logprob"):
+        checked_value({**good, "top_logprobs": [{"token": "A", "logprob": 0.5}]})

@@ -22,6 +22,7 @@ import httpx
 
 from rualign.errors import RualignError
 from rualign.eval.endpoint import normalize_base_url
+from rualign.eval.judge_reply import ReplyUsage
 from rualign.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class TokenBucket:
 class ChatResult:
     text: str
     choice: dict  # the raw first choice (message + logprobs + finish_reason)
-    usage: dict
+    usage: ReplyUsage
+    finish_reason: object  # as the server sent it (judge replies refuse anything but text or null)
     attempts: int
 
 
@@ -222,10 +224,10 @@ class ChatClient:
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str):
             raise RetryableError("no message content in the first choice")
-        usage = {k: _token_count(payload.get("usage"), k) for k in ("prompt_tokens", "completion_tokens")}
-        self.stats.prompt_tokens += usage["prompt_tokens"]
-        self.stats.completion_tokens += usage["completion_tokens"]
-        return ChatResult(text=text, choice=choice, usage=usage, attempts=1)
+        usage = ReplyUsage(**{k: _token_count(payload.get("usage"), k) for k in ("prompt_tokens", "completion_tokens")})
+        self.stats.prompt_tokens += usage.prompt_tokens
+        self.stats.completion_tokens += usage.completion_tokens
+        return ChatResult(text=text, choice=choice, usage=usage, finish_reason=choice.get("finish_reason"), attempts=1)
 
     async def list_models(self) -> list[str]:
         response = await self._http.get(f"{self.base_url}/models")

@@ -112,20 +112,23 @@ class OpenAIBackend:
                 raise result
             else:
                 completions.append(Completion(
-                    text=result.text.strip(), finish_reason=str(result.choice.get("finish_reason") or "stop"),
-                    completion_tokens=result.usage.get("completion_tokens") or None))
+                    text=result.text.strip(), finish_reason=str(result.finish_reason or "stop"),
+                    completion_tokens=result.usage.completion_tokens or None))
         return completions
 
     # ---- judging
 
-    async def complete(self, messages: list[dict], kind: str) -> dict:
+    async def complete(self, messages: list[dict], kind: str) -> Any:
+        """A JudgeReply; a reply the server got wrong (a positive logprob, a non-text finish_reason) is a
+        CallFailed, never cached."""
         from rualign.eval.judge_backends import LOGPROB_KINDS
+        from rualign.eval.judge_reply import checked_value
         from rualign.eval.parse import first_position_top_logprobs
 
         result = await self._client.chat(messages, **self._judge_params(kind))
         top = first_position_top_logprobs(result.choice) if kind in LOGPROB_KINDS else None
-        return {"text": result.text, "top_logprobs": top, "usage": result.usage,
-                "finish_reason": result.choice.get("finish_reason")}
+        return checked_value({"text": result.text, "top_logprobs": top, "usage": result.usage,
+                              "finish_reason": result.finish_reason})
 
     def stats(self) -> dict:
         s = self._client.stats

@@ -26,10 +26,11 @@ from rualign.errors import DataError, RualignError
 from rualign.eval import parse, tokenizer_id
 from rualign.eval.cache import JudgeCache, cache_key, default_cache_path
 from rualign.eval.client import CallFailed
-from rualign.eval.judge_backends import backend_factory, checked_value, request_params
+from rualign.eval.judge_backends import backend_factory, request_params
+from rualign.eval.judge_reply import JudgeReply, checked_value
 from rualign.eval.pointwise import POINTWISE_KEYS, PointwiseTemplate, judge_pointwise
 from rualign.eval.schema import JudgeConfig
-from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, JudgeStatus, Judgment, Message, Score,
+from rualign.records import (DEFAULT_TARGET, AnswerRecord, JudgeInfo, JudgeStatus, Judgment, Message, Score, Usage,
                              read_answers, read_score, write_judgments, write_score)
 from rualign.textio import read_utf8
 from rualign.runs import MANIFEST, file_hash, is_finished, read_manifest, stable_hash, write_manifest
@@ -192,7 +193,7 @@ class _Run:
         self.constrain = cfg.constrain == "grammar" or (cfg.constrain == "auto" and cfg.backend in ("llamacpp", "local"))
 
     async def call(self, job: Job | None, kind: str, messages: list[dict], key: str | None = None
-                   ) -> tuple[dict, bool]:
+                   ) -> tuple[JudgeReply, bool]:
         """One judge call through the cache (`key`: pointwise calls bring their own, without an order). The cache
         is read before any await, so a rerun of finished work never reaches the network; a success is written
         before anything else happens."""
@@ -200,23 +201,23 @@ class _Run:
         hit = self.cache.get(key)
         with contextlib.suppress(CallFailed):  # an entry cached by an older version unchecked is a miss
             if hit is not None:
-                checked_value(hit)
+                reply = checked_value(hit)
                 self.cache_hits += 1
-                return hit, True
+                return reply, True
         if key in self.inflight:
             return await asyncio.shield(self.inflight[key]), True
         future = self.inflight[key] = asyncio.get_running_loop().create_future()
         try:
-            value = checked_value(await self.backend.complete(messages, kind))  # validated before it is stored
+            reply = checked_value(await self.backend.complete(messages, kind))  # validated before it is stored
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here, so an unawaited failure is not logged as "never retrieved"
             raise
         finally:
             del self.inflight[key]
-        self.cache.put(key, value)
-        future.set_result(value)
-        return value, False
+        self.cache.put(key, reply.dump())
+        future.set_result(reply)
+        return reply, False
 
     def fallback(self) -> None:
         if not self.fallback_warned:
@@ -238,9 +239,9 @@ def identical_row(job: Job) -> Judgment:
     return _row(job, IDENTICAL_MODE, preference=0.5, verdict="tie", identical=True)
 
 
-def _add_usage(total: dict, value: dict) -> None:
-    for k in ("prompt_tokens", "completion_tokens"):
-        total[k] += int((value.get("usage") or {}).get(k) or 0)
+def _add_usage(total: Usage, reply: JudgeReply) -> None:
+    total.prompt_tokens += reply.usage.prompt_tokens
+    total.completion_tokens += reply.usage.completion_tokens
 
 
 async def judge_job(run: _Run, job: Job) -> Judgment:
@@ -248,7 +249,7 @@ async def judge_job(run: _Run, job: Job) -> Judgment:
         return identical_row(job)
     if run.mode == "pointwise":
         return await judge_pointwise(run, job)
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    usage = Usage()
     cached: list[bool] = []
     try:
         if run.mode == "logprob":
@@ -256,8 +257,8 @@ async def judge_job(run: _Run, job: Job) -> Judgment:
             value, hit = await run.call(job, "logprob", messages)
             cached.append(hit)
             _add_usage(usage, value)
-            raw = json.dumps({"text": value["text"], "top_logprobs": value["top_logprobs"]}, ensure_ascii=False)
-            if value.get("top_logprobs") is not None:
+            raw = json.dumps({"text": value.text, "top_logprobs": value.top_json()}, ensure_ascii=False)
+            if value.top_logprobs is not None:
                 return await _logprob_row(run, job, value, raw, usage, cached)
             run.fallback()
         return await _verdict(run, job, usage, cached)
@@ -265,10 +266,11 @@ async def judge_job(run: _Run, job: Job) -> Judgment:
         return _row(job, run.mode, error=f"api: {exc}", usage=usage, cached=bool(cached) and all(cached))
 
 
-async def _logprob_row(run: _Run, job: Job, value: dict, raw: str, usage: dict, cached: list[bool]) -> Judgment:
+async def _logprob_row(run: _Run, job: Job, value: JudgeReply, raw: str, usage: Usage, cached: list[bool]
+                       ) -> Judgment:
     """A verdict from the letter probabilities; when they carry less than `min_verdict_mass`, the letter of a
     constrained call (where the backend allows one), else a parse failure. Never renormalised noise."""
-    dist = parse.letter_distribution(value["top_logprobs"])
+    dist = parse.letter_distribution(value.top_logprobs)
     mass = round(dist.mass, 4)
     if dist.probs is not None and dist.mass >= run.cfg.min_verdict_mass:
         slot = parse.argmax_slot(dist.probs)
@@ -283,8 +285,8 @@ async def _logprob_row(run: _Run, job: Job, value: dict, raw: str, usage: dict, 
     cached.append(hit)
     _add_usage(usage, forced)
     # raw stays one JSON object: the free call's text and top logprobs, plus the constrained call's letter.
-    raw = json.dumps({**json.loads(raw), "constrained": forced["text"]}, ensure_ascii=False)
-    letter = parse.letter_of_token(forced["text"])
+    raw = json.dumps({**json.loads(raw), "constrained": forced.text}, ensure_ascii=False)
+    letter = parse.letter_of_token(forced.text)
     if letter is None:
         return _row(job, "constrained", raw=raw, usage=usage, cached=all(cached), verdict_mass=mass,
                     error=low + "; the constrained call gave no letter either")
@@ -293,21 +295,21 @@ async def _logprob_row(run: _Run, job: Job, value: dict, raw: str, usage: dict, 
                 preference=parse.model_preference(probs, job.order), verdict=parse.slot_to_side(letter, job.order))
 
 
-async def _verdict(run: _Run, job: Job, usage: dict, cached: list[bool]) -> Judgment:
+async def _verdict(run: _Run, job: Job, usage: Usage, cached: list[bool]) -> Judgment:
     messages = render(run.template, job.prompt, job.answer_a, job.answer_b, "verdict")
     value, hit = await run.call(job, "verdict", messages)
     cached.append(hit)
     _add_usage(usage, value)
-    raws = [value["text"]]
-    verdict = parse.parse_verdict(value["text"])
+    raws = [value.text]
+    verdict = parse.parse_verdict(value.text)
     if verdict is None:  # one retry with a stricter reminder, the failed answer kept in the conversation
-        retry = messages + [{"role": "assistant", "content": value["text"]},
+        retry = messages + [{"role": "assistant", "content": value.text},
                             {"role": "user", "content": run.template.reminder}]
         value, hit = await run.call(job, "verdict", retry)
         cached.append(hit)
         _add_usage(usage, value)
-        raws.append(value["text"])
-        verdict = parse.parse_verdict(value["text"])
+        raws.append(value.text)
+        verdict = parse.parse_verdict(value.text)
     raw = "\n--- retry after reminder ---\n".join(raws)
     if verdict is None:
         return _row(job, "verdict", raw=raw, usage=usage, cached=all(cached),

@@ -1,48 +1,19 @@
-"""Judge backends: one `complete(messages, kind)` call returning a cacheable dict.
-
-The value every backend returns (and the cache stores) is
-  {"text": str, "top_logprobs": [{"token", "logprob"}, ...] | None, "usage": {...}, "finish_reason": str|None}
-so judge.py never cares whether the verdict came from an HTTP server or an in-process model.
+"""Judge backends: one `complete(messages, kind)` call returning a JudgeReply (eval/judge_reply.py), the
+record the judge cache stores, so judge.py never cares whether the verdict came from an HTTP server or an
+in-process model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from pathlib import Path
 from typing import Iterator
 
-from rualign.eval.client import CallFailed
 from rualign.eval.endpoint import OpenAIBackend
+from rualign.eval.judge_reply import JudgeReply, ReplyUsage, TopLogprob, checked_value  # noqa: F401 (re-export)
 from rualign.eval.pointwise import DIGITS, SCORE_GRAMMAR
 from rualign.eval.schema import JUDGE_BACKENDS, JudgeConfig
-
-
-def checked_value(value: object) -> dict:
-    """The backend value, validated before it is parsed or cached (a bad response cached would make every
-    rerun fail the same way, even offline). Raises CallFailed naming what is wrong."""
-    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
-        raise CallFailed("malformed judge response: no text")
-    top = value.get("top_logprobs")
-    if top is not None:
-        if not isinstance(top, list):
-            raise CallFailed(f"malformed judge response: top_logprobs is a {type(top).__name__}")
-        for entry in top:
-            logprob = entry.get("logprob") if isinstance(entry, dict) else None
-            if (not isinstance(entry, dict) or not isinstance(entry.get("token"), str)
-                    or isinstance(logprob, bool) or not isinstance(logprob, (int, float))
-                    or not -math.inf <= logprob <= 1e-6):  # NaN and positive values are no log-probability
-                raise CallFailed(f"malformed judge response: top_logprobs entry {str(entry)[:80]} is not "
-                                 "{token: text, logprob: a number <= 0}")
-    usage = value.get("usage")
-    if not isinstance(usage, dict) or not all(
-            isinstance(usage.get(k), int) and not isinstance(usage.get(k), bool) and usage[k] >= 0
-            for k in ("prompt_tokens", "completion_tokens")):
-        raise CallFailed(f"malformed judge response: usage {str(usage)[:80]}")
-    if value.get("finish_reason") is not None and not isinstance(value["finish_reason"], str):
-        raise CallFailed("malformed judge response: finish_reason is not text")
-    return value
 
 
 # One Latin verdict letter, nothing else (GBNF, as llama.cpp's server takes it).
@@ -84,7 +55,7 @@ class LocalBackend:
                                                  return_dict=True)
         return ids["input_ids"]
 
-    def _logprob(self, messages: list[dict]) -> dict:
+    def _logprob(self, messages: list[dict]) -> JudgeReply:
         import torch
 
         input_ids = self._encode(messages)
@@ -92,11 +63,11 @@ class LocalBackend:
             logits = self.model(input_ids=input_ids).logits[0, -1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         values, indices = torch.topk(logprobs, k=self.cfg.top_logprobs)
-        top = [{"token": self.tokenizer.decode([int(i)]), "logprob": float(v)} for v, i in zip(values, indices)]
-        return {"text": top[0]["token"], "top_logprobs": top, "finish_reason": "length",
-                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": 1}}
+        top = [TopLogprob(token=self.tokenizer.decode([int(i)]), logprob=float(v)) for v, i in zip(values, indices)]
+        return JudgeReply(text=top[0].token, top_logprobs=top, finish_reason="length",
+                          usage=ReplyUsage(prompt_tokens=int(input_ids.shape[1]), completion_tokens=1))
 
-    def _generate(self, messages: list[dict]) -> dict:
+    def _generate(self, messages: list[dict]) -> JudgeReply:
         import torch
 
         input_ids = self._encode(messages)
@@ -106,11 +77,10 @@ class LocalBackend:
                                       pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         new = out[0, input_ids.shape[1]:]
         finish = "length" if new.shape[0] >= self.cfg.max_tokens else "stop"
-        return {"text": self.tokenizer.decode(new, skip_special_tokens=True), "top_logprobs": None,
-                "finish_reason": finish,
-                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": int(new.shape[0])}}
+        return JudgeReply(text=self.tokenizer.decode(new, skip_special_tokens=True), finish_reason=finish,
+                          usage=ReplyUsage(prompt_tokens=int(input_ids.shape[1]), completion_tokens=int(new.shape[0])))
 
-    def _constrained(self, messages: list[dict], choices: str = "ABC") -> dict:
+    def _constrained(self, messages: list[dict], choices: str = "ABC") -> JudgeReply:
         """The first token restricted to `choices` (letters A / B / C, or pointwise digits): the most likely."""
         import torch
 
@@ -119,10 +89,10 @@ class LocalBackend:
             logits = self.model(input_ids=input_ids).logits[0, -1].float()
         letters = {c: self.tokenizer.encode(c, add_special_tokens=False) for c in choices}
         scores = {c: float(logits[ids[0]]) for c, ids in letters.items() if len(ids) == 1}
-        return {"text": max(scores, key=scores.get), "top_logprobs": None, "finish_reason": "length",
-                "usage": {"prompt_tokens": int(input_ids.shape[1]), "completion_tokens": 1}}
+        return JudgeReply(text=max(scores, key=scores.get), finish_reason="length",
+                          usage=ReplyUsage(prompt_tokens=int(input_ids.shape[1]), completion_tokens=1))
 
-    async def complete(self, messages: list[dict], kind: str) -> dict:
+    async def complete(self, messages: list[dict], kind: str) -> JudgeReply:
         async with self._lock:
             self.requests += 1
             if kind == "score_constrained":
@@ -154,7 +124,7 @@ class SlotPool:
         self.slots, self.identity = slots, identity
         self._idle: asyncio.Queue | None = None
 
-    async def complete(self, messages: list[dict], kind: str) -> dict:
+    async def complete(self, messages: list[dict], kind: str) -> JudgeReply:
         if self._idle is None:  # created inside the running event loop
             self._idle = asyncio.Queue()
             for slot in self.slots:

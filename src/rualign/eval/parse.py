@@ -20,6 +20,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from rualign.eval.judge_reply import TopLogprob
+
 SLOTS = ("A", "B", "tie")
 CRITERIA = ("relevance", "helpfulness", "clarity", "language")
 LOGPROB_LETTERS = {"A": "A", "B": "B", "C": "tie"}
@@ -44,26 +46,24 @@ class LetterDistribution:
     mass: float  # probability on verdict tokens before renormalising (0..1)
 
 
-def letter_distribution(top_logprobs: list[dict]) -> LetterDistribution:
-    """Verdict probabilities and the raw mass behind them from one position's top_logprobs.
+def letter_distribution(top_logprobs: list[TopLogprob]) -> LetterDistribution:
+    """Verdict probabilities and the raw mass behind them from one position's top_logprobs (validated: text
+    tokens, finite-or--inf log-probabilities <= 0).
 
     Every variant of a letter (" A", "A", "**A") adds to that letter; other tokens are ignored.
     """
     mass = {slot: 0.0 for slot in SLOTS}
-    for entry in top_logprobs or []:
-        token, logprob = entry.get("token"), entry.get("logprob")
-        if not isinstance(token, str) or not isinstance(logprob, (int, float)) or math.isnan(logprob):
-            continue
-        slot = letter_of_token(token)
+    for entry in top_logprobs:
+        slot = letter_of_token(entry.token)
         if slot is not None:
-            mass[slot] += math.exp(logprob)
+            mass[slot] += math.exp(entry.logprob)
     total = sum(mass.values())
     if total <= 0.0:
         return LetterDistribution(None, 0.0)
     return LetterDistribution({slot: mass[slot] / total for slot in SLOTS}, min(1.0, total))
 
 
-def letter_probs(top_logprobs: list[dict], min_mass: float = 0.0) -> dict[str, float] | None:
+def letter_probs(top_logprobs: list[TopLogprob], min_mass: float = 0.0) -> dict[str, float] | None:
     """Normalised probabilities of A / B / tie, or None when the verdict mass is zero or below `min_mass`."""
     dist = letter_distribution(top_logprobs)
     if dist.probs is None or dist.mass < min_mass:

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 from rualign.eval.cache import cache_key
 from rualign.eval.client import CallFailed
+from rualign.eval.judge_reply import JudgeReply, TopLogprob
+from rualign.records import Usage
 
 DIGITS = "123456789"
 SCORE_GRAMMAR = "root ::= [1-9]"  # GBNF for llama.cpp's server: one score digit
@@ -75,16 +77,14 @@ class ScoreDistribution:
         return None if self.probs is None else sum(d * p for d, p in self.probs.items())
 
 
-def score_distribution(top_logprobs: list[dict] | None) -> ScoreDistribution:
-    """Digit probabilities of one position ("7", " 7", "**7" all count for 7; other tokens are ignored)."""
+def score_distribution(top_logprobs: list[TopLogprob]) -> ScoreDistribution:
+    """Digit probabilities of one position ("7", " 7", "**7" all count for 7; other tokens are ignored), from a
+    validated JudgeReply's top logprobs."""
     mass = {d: 0.0 for d in range(1, 10)}
-    for entry in top_logprobs or []:
-        token, logprob = entry.get("token"), entry.get("logprob")
-        if not isinstance(token, str) or not isinstance(logprob, (int, float)) or math.isnan(logprob):
-            continue
-        digit = digit_of_token(token)
+    for entry in top_logprobs:
+        digit = digit_of_token(entry.token)
         if digit is not None:
-            mass[digit] += math.exp(logprob)
+            mass[digit] += math.exp(entry.logprob)
     total = sum(mass.values())
     if total <= 0.0:
         return ScoreDistribution(None, 0.0)
@@ -147,45 +147,46 @@ def score_key(run, kind: str, messages: list[dict], answer: str) -> str:
                      order="pointwise")
 
 
-async def _call(run, kind: str, messages: list[dict], answer: str, usage: dict, cached: list[bool]) -> dict:
+async def _call(run, kind: str, messages: list[dict], answer: str, usage: Usage, cached: list[bool]
+                ) -> JudgeReply:
     value, hit = await run.call(None, kind, messages, key=score_key(run, kind, messages, answer))
     cached.append(hit)
-    for k in ("prompt_tokens", "completion_tokens"):
-        usage[k] += int((value.get("usage") or {}).get(k) or 0)
+    usage.prompt_tokens += value.usage.prompt_tokens
+    usage.completion_tokens += value.usage.completion_tokens
     return value
 
 
-async def score_answer(run, prompt: str, answer: str, usage: dict, cached: list[bool]) -> Scored:
+async def score_answer(run, prompt: str, answer: str, usage: Usage, cached: list[bool]) -> Scored:
     messages = render(run.template, prompt, answer, "score")
     value = await _call(run, "score", messages, answer, usage, cached)
-    if value.get("top_logprobs") is None:
+    if value.top_logprobs is None:
         return await _score_text(run, prompt, answer, usage, cached)
-    dist = score_distribution(value["top_logprobs"])
+    dist = score_distribution(value.top_logprobs)
     if dist.probs is not None and dist.mass >= run.cfg.min_verdict_mass:
-        return Scored(round(dist.expected, 4), "logprob", round(dist.mass, 4), value["text"])
+        return Scored(round(dist.expected, 4), "logprob", round(dist.mass, 4), value.text)
     low = (f"the score digits 1-9 carry {dist.mass:.3f} of the probability "
            f"(< min_verdict_mass {run.cfg.min_verdict_mass:g})")
     if not run.constrain:
-        return Scored(None, "logprob", round(dist.mass, 4), value["text"], error=low)
+        return Scored(None, "logprob", round(dist.mass, 4), value.text, error=low)
     forced = await _call(run, "score_constrained", messages, answer, usage, cached)
-    digit = digit_of_token(forced["text"])
+    digit = digit_of_token(forced.text)
     if digit is None:
-        return Scored(None, "constrained", round(dist.mass, 4), forced["text"],
+        return Scored(None, "constrained", round(dist.mass, 4), forced.text,
                       error=low + "; the constrained call gave no digit either")
-    return Scored(float(digit), "constrained", round(dist.mass, 4), forced["text"])
+    return Scored(float(digit), "constrained", round(dist.mass, 4), forced.text)
 
 
-async def _score_text(run, prompt: str, answer: str, usage: dict, cached: list[bool]) -> Scored:
+async def _score_text(run, prompt: str, answer: str, usage: Usage, cached: list[bool]) -> Scored:
     messages = render(run.template, prompt, answer, "score_text")
     value = await _call(run, "score_text", messages, answer, usage, cached)
-    texts = [value["text"]]
-    score = parse_score(value["text"])
+    texts = [value.text]
+    score = parse_score(value.text)
     if score is None:  # one retry with a stricter reminder, the failed answer kept in the conversation
-        retry = messages + [{"role": "assistant", "content": value["text"]},
+        retry = messages + [{"role": "assistant", "content": value.text},
                             {"role": "user", "content": run.template.reminder}]
         value = await _call(run, "score_text", retry, answer, usage, cached)
-        texts.append(value["text"])
-        score = parse_score(value["text"])
+        texts.append(value.text)
+        score = parse_score(value.text)
     text = "\n--- retry after reminder ---\n".join(texts)
     if score is None:
         return Scored(None, "text", None, text, error="no 1-9 score found in the judge's answer (after one reminder)")
@@ -198,7 +199,7 @@ async def judge_pointwise(run, job):
 
     model_answer, reference_answer = ((job.answer_a, job.answer_b) if job.order == "model_first"
                                       else (job.answer_b, job.answer_a))
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    usage = Usage()
     cached: list[bool] = []
     prompt = prompt_text(job.prompt)
     try:
