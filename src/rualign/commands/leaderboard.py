@@ -32,11 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise RualignError(f"--n-boot {args.n_boot} is too few for a 95% CI", expected="at least 100 (default 1000)")
     result = build_leaderboard(resolve_inputs(args.inputs), Path(args.out), n_boot=args.n_boot, seed=args.seed)
     print(f"{'run':<24} {'n':>5} {'score':>18} {'lc':>18} {'sc':>18} {'tokens':>7}")
-    for row in sorted(result["rows"], key=lambda r: -r["lc"]):
-        cells = [f"{row[k]:5.1f} [{row[f'{p}ci_low']:4.1f},{row[f'{p}ci_high']:5.1f}]"
-                 for k, p in (("score", ""), ("lc", "lc_"), ("sc", "sc_"))]
-        flag = "  UNVALIDATED judge" if row.get("judge_status") == "unvalidated" else ""
-        print(f"{row['name'][:24]:<24} {row['n']:>5} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} "
-              f"{row['mean_tokens']:>7.0f}{flag}")
+    for row in sorted(result["rows"], key=lambda r: -r.lc):
+        cells = [f"{e.value:5.1f} [{e.ci_low:4.1f},{e.ci_high:5.1f}]" for e in row.estimates().values()]
+        flag = "  UNVALIDATED judge" if row.judge_status == "unvalidated" else ""
+        print(f"{row.name[:24]:<24} {row.n:>5} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} "
+              f"{row.mean_tokens:>7.0f}{flag}")
     print(f"wrote {Path(args.out) / 'leaderboard.csv'} (+ .md, coefficients.json, leaderboard.png, manifest.json)")
     return 0

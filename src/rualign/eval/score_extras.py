@@ -1,5 +1,5 @@
 """Score statistics that come from the judge rows but are not the score itself: verdict mass and, in verdict
-mode, per-criterion win rates. Pure functions over judgments.jsonl rows (dicts or records with the same keys).
+mode, per-criterion win rates. Pure functions over judgments.jsonl rows (Judgment records).
 
 - verdict_mass: how much probability the judge put on the verdict letters at all (logprob calls only). A low
   mean says the letters were noise next to what the judge wanted to write; calls below the judge's
@@ -12,43 +12,46 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
 
 from rualign.eval.parse import CRITERIA
+from rualign.records import Judgment
 
 _SIDE_VALUE = {"model": 1.0, "tie": 0.5, "reference": 0.0}
 UNVALIDATED_MASS = 0.5
 
 
-def _get(row: Any, key: str) -> Any:
-    return row.get(key) if isinstance(row, dict) else getattr(row, key, None)
+@dataclass(frozen=True)
+class MassSummary:
+    mean: float
+    min: float
+    calls: int  # calls that recorded a verdict mass
+    below_half: int
 
 
-def verdict_mass_summary(rows: list[Any]) -> dict | None:
-    """{"mean", "min", "calls", "below_half"} over calls that recorded a verdict mass; None when none did."""
-    masses = [float(m) for r in rows if isinstance(m := _get(r, "verdict_mass"), (int, float)) and not math.isnan(m)]
+def verdict_mass_summary(rows: list[Judgment]) -> MassSummary | None:
+    """Mean / min verdict mass over calls that recorded one; None when none did."""
+    masses = [r.verdict_mass for r in rows if r.verdict_mass is not None and not math.isnan(r.verdict_mass)]
     if not masses:
         return None
-    return {"mean": round(sum(masses) / len(masses), 4), "min": round(min(masses), 4), "calls": len(masses),
-            "below_half": sum(1 for m in masses if m < UNVALIDATED_MASS)}
+    return MassSummary(mean=round(sum(masses) / len(masses), 4), min=round(min(masses), 4), calls=len(masses),
+                       below_half=sum(1 for m in masses if m < UNVALIDATED_MASS))
 
 
-def criteria_win_rates(rows: list[Any]) -> dict[str, float | None] | None:
+def criteria_win_rates(rows: list[Judgment]) -> dict[str, float | None] | None:
     """Per-criterion win rate of the model (0..100, ties ½); None when no row carries criteria."""
-    per_prompt: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    per_prompt: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in CRITERIA}
     for row in rows:
-        criteria = _get(row, "criteria")
-        if _get(row, "error") or not isinstance(criteria, dict):
+        if row.error or row.criteria is None:
             continue
         for name in CRITERIA:
-            side = criteria.get(name)
+            side = row.criteria.get(name)  # {criterion: side}; a criterion the judge left out is absent
             if side in _SIDE_VALUE:
-                per_prompt[name][str(_get(row, "id"))].append(_SIDE_VALUE[side])
-    if not per_prompt:
+                per_prompt[name][row.id].append(_SIDE_VALUE[side])
+    if not any(per_prompt.values()):
         return None
     rates = {}
-    for name in CRITERIA:
-        prompts = per_prompt.get(name) or {}
+    for name, prompts in per_prompt.items():
         values = [sum(v) / len(v) for v in prompts.values()]
         rates[name] = round(100.0 * sum(values) / len(values), 2) if values else None
     return rates

@@ -267,7 +267,7 @@ def compute_score(judgments: list[Judgment], model_answers: dict[str, AnswerReco
         order_flip_rate=_round(_flip_rate([p for p in prompts if p.value.value is not None])),
         first_slot_win_rate=_round(_first_slot(calls)), lc_score=_pct(lc), lc_warning=_lc_warning(lc, score, n),
         per_category=_per_category(scored, rng, n_boot), lengths=_lengths(per_prompt, target),
-        verdict_mass=(mass or {}).get("mean"), criteria=criteria_win_rates(judgments),
+        verdict_mass=mass.mean if mass is not None else None, criteria=criteria_win_rates(judgments),
         tie_eps=TIE_EPS, n_boot=n_boot, seed=seed, per_prompt=per_prompt)
 
 

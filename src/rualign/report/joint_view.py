@@ -8,6 +8,7 @@ under its own name: a per-run slope cannot tell "long" from "good".
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from rualign.errors import RualignError
@@ -41,7 +42,8 @@ def joint_by_folder(folders: list[Path], *, n_boot: int = N_BOOT, seed: int = 0)
             continue
         fitted = fit_group(group, n_boot, seed)  # tokenizer mismatches raise here, naming both files
         for row in fitted["rows"]:
-            out[where[row["name"]]] = {**{k: row[k] for k in JOINT_KEYS}, "joint_runs": len(group)}
+            joint = {k: v for k, v in asdict(row).items() if k in JOINT_KEYS}
+            out[where[row.name]] = {**joint, "joint_runs": len(group)}
         coefs = {c["name"]: c for c in fitted["coefficients"]["lc"]}
         if "length" in coefs:
             c = coefs["length"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,55 @@ from rualign.eval import joint
 from rualign.eval.leaderboard import RunInput, gather, group_by_reference
 from rualign.runs import file_hash, stable_hash, write_json, write_manifest, write_text
 
-COLUMNS = ("name", "n", "score", "ci_low", "ci_high", "lc", "lc_ci_low", "lc_ci_high", "sc", "sc_ci_low",
-           "sc_ci_high", "mean_tokens", "reference_mean_tokens", "first_slot_win_rate", "verdict_mass", "calls",
-           "failed_calls", "judge", "judge_status", "tokenizer", "reference")
 DEFAULT_BOOT = 1000
+
+
+@dataclass
+class Estimate:
+    """A score on the 0..100 scale with its 95% CI (None: not estimable)."""
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+    def text(self) -> str:
+        return "–" if self.value is None else f"{self.value:.1f} [{self.ci_low:.1f}, {self.ci_high:.1f}]"
+
+
+@dataclass
+class LeaderRow:
+    """One run of leaderboard.csv (its columns, in this order: COLUMNS)."""
+
+    name: str
+    n: int
+    score: float | None
+    ci_low: float | None
+    ci_high: float | None
+    lc: float | None
+    lc_ci_low: float | None
+    lc_ci_high: float | None
+    sc: float | None
+    sc_ci_low: float | None
+    sc_ci_high: float | None
+    mean_tokens: float | None
+    reference_mean_tokens: float | None
+    first_slot_win_rate: float | None
+    verdict_mass: float | None
+    calls: int
+    failed_calls: int
+    judge: str | None
+    judge_status: str | None
+    tokenizer: str | None
+    reference: str
+
+    def estimates(self) -> dict[str, Estimate]:
+        """Raw, length- and style-controlled scores, by the names the tables use."""
+        return {"score": Estimate(self.score, self.ci_low, self.ci_high),
+                "lc": Estimate(self.lc, self.lc_ci_low, self.lc_ci_high),
+                "sc": Estimate(self.sc, self.sc_ci_low, self.sc_ci_high)}
+
+
+COLUMNS = tuple(f.name for f in fields(LeaderRow))
 
 
 def _r(x: float | None, digits: int = 2) -> float | None:
@@ -40,14 +86,13 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
     rows = []
     for k, run in enumerate(inputs):
         ex = extras[k]
-        rows.append({"name": run.name, "n": int(n[k]), "score": _r(score[k]), "ci_low": _r(score_ci[k, 0]),
-                     "ci_high": _r(score_ci[k, 1]), "lc": _r(lc.strength[k]), "lc_ci_low": _r(lc.ci[k, 0]),
-                     "lc_ci_high": _r(lc.ci[k, 1]), "sc": _r(sc.strength[k]), "sc_ci_low": _r(sc.ci[k, 0]),
-                     "sc_ci_high": _r(sc.ci[k, 1]), "mean_tokens": _r(ex.mean_tokens, 1),
-                     "reference_mean_tokens": _r(ref_tokens, 1),
-                     "first_slot_win_rate": _r(ex.first_slot_win_rate, 4), "verdict_mass": _r(ex.verdict_mass, 4),
-                     "calls": ex.calls, "failed_calls": ex.failed_calls, "judge": run.judge, "judge_status": run.judge_status,
-                     "tokenizer": ex.tokenizer, "reference": str(run.reference)})
+        rows.append(LeaderRow(
+            name=run.name, n=int(n[k]), score=_r(score[k]), ci_low=_r(score_ci[k, 0]), ci_high=_r(score_ci[k, 1]),
+            lc=_r(lc.strength[k]), lc_ci_low=_r(lc.ci[k, 0]), lc_ci_high=_r(lc.ci[k, 1]), sc=_r(sc.strength[k]),
+            sc_ci_low=_r(sc.ci[k, 0]), sc_ci_high=_r(sc.ci[k, 1]), mean_tokens=_r(ex.mean_tokens, 1),
+            reference_mean_tokens=_r(ref_tokens, 1), first_slot_win_rate=_r(ex.first_slot_win_rate, 4),
+            verdict_mass=_r(ex.verdict_mass, 4), calls=ex.calls, failed_calls=ex.failed_calls, judge=run.judge,
+            judge_status=run.judge_status, tokenizer=ex.tokenizer, reference=str(run.reference)))
     coefficients = {fit.kind: [{"name": c.name, "value": _r(c.value, 4), "ci_low": _r(c.ci_low, 4),
                                 "ci_high": _r(c.ci_high, 4), "scale": _r(c.scale, 4)} for c in fit.coefficients]
                     for fit in (lc, sc)}
@@ -59,19 +104,13 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
             "prompts": len(data.prompts)}
 
 
-def csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[LeaderRow]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+        writer.writerow(["" if value is None else value for value in astuple(row)])
     return buffer.getvalue()
-
-
-def _ci(row: dict, key: str) -> str:
-    prefix = "" if key == "score" else f"{key}_"
-    low, high = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
-    return "–" if row.get(key) is None else f"{row[key]:.1f} [{low:.1f}, {high:.1f}]"
 
 
 def markdown(groups: list[dict], n_boot: int) -> str:
@@ -84,13 +123,14 @@ def markdown(groups: list[dict], n_boot: int) -> str:
         lines += [f"## Reference: `{group['reference']}`", "",
                   "| # | run | n | score | lc | sc | mean tokens | first-slot | verdict mass |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        ranked = sorted(group["rows"], key=lambda r: -(r["lc"] if r["lc"] is not None else -1))
+        ranked = sorted(group["rows"], key=lambda r: -(r.lc if r.lc is not None else -1))
         for i, row in enumerate(ranked, 1):
-            fs = "–" if row["first_slot_win_rate"] is None else f"{row['first_slot_win_rate']:.2f}"
-            vm = "–" if row["verdict_mass"] is None else f"{row['verdict_mass']:.2f}"
-            flag = " UNVALIDATED" if row.get("judge_status") == "unvalidated" else ""
-            lines.append(f"| {i} | {_md(row['name'])} | {row['n']} | {_ci(row, 'score')}{flag} | {_ci(row, 'lc')} | "
-                         f"{_ci(row, 'sc')} | {row['mean_tokens']:.0f} | {fs} | {vm} |")
+            fs = "–" if row.first_slot_win_rate is None else f"{row.first_slot_win_rate:.2f}"
+            vm = "–" if row.verdict_mass is None else f"{row.verdict_mass:.2f}"
+            flag = " UNVALIDATED" if row.judge_status == "unvalidated" else ""
+            est = row.estimates()
+            lines.append(f"| {i} | {_md(row.name)} | {row.n} | {est['score'].text()}{flag} | {est['lc'].text()} | "
+                         f"{est['sc'].text()} | {row.mean_tokens:.0f} | {fs} | {vm} |")
         lines += ["", "Shared coefficients (log-odds per unit of the bounded covariate, 95% CI):", "",
                   "| model | covariate | value | CI |", "|---|---|---|---|"]
         for kind, coefs in group["coefficients"].items():
@@ -117,15 +157,15 @@ def plot(groups: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = [r for g in groups for r in g["rows"]]
-    x = np.array([r["mean_tokens"] for r in rows])
+    x = np.array([r.mean_tokens for r in rows])
     for key, label, marker, shift in (("score", "raw", "o", -0.01), ("lc", "lc", "s", 0.0), ("sc", "sc", "^", 0.01)):
-        prefix = "" if key == "score" else f"{key}_"
-        y = np.array([r[key] for r in rows], float)
-        err = np.array([[r[key] - r[f"{prefix}ci_low"], r[f"{prefix}ci_high"] - r[key]] for r in rows]).T
+        est = [r.estimates()[key] for r in rows]
+        y = np.array([e.value for e in est], float)
+        err = np.array([[e.value - e.ci_low, e.ci_high - e.value] for e in est]).T
         xs = x * (1 + shift)
         ax.errorbar(xs, y, yerr=err, fmt=marker, capsize=3, label=label)
     for r, xi in zip(rows, x):
-        ax.annotate(r["name"], (xi, r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(r.name, (xi, r.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("mean answer tokens")
     ax.set_ylabel("score vs reference (50 = equal)")
