@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rualign.errors import DataError, RualignError
 from rualign.records import RunInfo, read_judgments, read_run_info
@@ -63,21 +65,47 @@ def agreement(human: list[str], judge: list[str], *, n_boot: int = 2000, seed: i
             "confusion": {"rows": "human", "columns": "judge", "classes": list(CLASSES), "table": table.tolist()}}
 
 
-def read_review(path: Path) -> list[dict]:
-    """The marks of an exported review file: [{"run", "id", "mark"}]."""
+class ReviewMark(BaseModel):
+    """One mark of a review exported from report.html."""
+
+    model_config = ConfigDict(extra="allow")
+    run: str
+    id: str
+    mark: Literal[CLASSES]  # type: ignore[valid-type]  (the tuple is the Literal's values)
+
+    @field_validator("run", "id", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Review(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: Literal[REVIEW_FORMAT]  # type: ignore[valid-type]
+    marks: list[Any]  # checked one by one below, so an error names the mark
+
+
+def read_review(path: Path) -> list[ReviewMark]:
+    """The marks of an exported review file."""
     from rualign.textio import read_json
 
     if not Path(path).is_file():
         raise DataError("review file not found", path=path)
     data = read_json(path, expected="a review exported from report.html")  # NaN/Infinity refused
-    if not isinstance(data, dict) or data.get("format") != REVIEW_FORMAT or not isinstance(data.get("marks"), list):
+    try:
+        review = Review.model_validate(data)
+    except ValidationError:
         raise DataError("not a rualign review", path=path,
-                        expected='{"format": "rualign-review", "marks": [{"run", "id", "mark"}]} from report.html')
-    for number, mark in enumerate(data["marks"], start=1):
-        if not isinstance(mark, dict) or mark.get("mark") not in CLASSES or "id" not in mark or "run" not in mark:
+                        expected='{"format": "rualign-review", "marks": [{"run", "id", "mark"}]} from report.html'
+                        ) from None
+    marks = []
+    for number, mark in enumerate(review.marks, start=1):
+        try:
+            marks.append(ReviewMark.model_validate(mark))
+        except ValidationError:
             raise DataError(f"mark {number} is malformed: {mark!r}", path=path,
-                            expected=f'{{"run": str, "id": str, "mark": one of {list(CLASSES)}}}')
-    return data["marks"]
+                            expected=f'{{"run": str, "id": str, "mark": one of {list(CLASSES)}}}') from None
+    return marks
 
 
 def judge_classes(run_dir: Path) -> tuple[str, dict[str, tuple[str, float]]]:
@@ -103,13 +131,13 @@ def compare(review: Path, run_dir: Path, *, run_name: str | None = None, n_boot:
     marks = read_review(review)
     name, judged = judge_classes(run_dir)
     name = run_name or name
-    mine = [m for m in marks if str(m["run"]) == name]
+    mine = [m for m in marks if m.run == name]
     if not mine:
-        found = sorted({str(m["run"]) for m in marks})
+        found = sorted({m.run for m in marks})
         raise RualignError(f"the review has no marks for run '{name}'", path=review,
                            expected=f"marks for that run (the review has runs: {', '.join(found) or 'none'})",
                            hint="pass --run NAME to pick one of them")
-    paired = [(str(m["id"]), m["mark"]) for m in mine if str(m["id"]) in judged]
+    paired = [(m.id, m.mark) for m in mine if m.id in judged]
     if not paired:
         raise RualignError(f"none of the {len(mine)} reviewed prompts of '{name}' has a judge verdict", path=run_dir)
     result = agreement([h for _, h in paired], [judged[pid][0] for pid, _ in paired], n_boot=n_boot, seed=seed)

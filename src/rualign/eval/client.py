@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
@@ -91,7 +92,7 @@ class ClientStats:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)  # by kind: "timeout", "http 503", ...
 
 
 def _token_count(usage: object, key: str) -> int:
@@ -186,7 +187,7 @@ class ChatClient:
         raise CallFailed(f"gave up after {self.max_retries + 1} attempts; last error: {last}")
 
     def _count(self, kind: str) -> None:
-        self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+        self.stats.errors[kind] += 1
 
     async def _attempt(self, body: dict) -> ChatResult:
         self.stats.requests += 1

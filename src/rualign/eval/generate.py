@@ -12,6 +12,7 @@ from different models and servers are comparable.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -159,9 +160,7 @@ def generate_answers(prompts: list[dict], backend: Backend, params: GenParams, o
                            f"after retries): {', '.join(summary.failed[:5])}{' …' if len(summary.failed) > 5 else ''}",
                            path=work, hint=f"rerun the same command: the {len(done)} finished answers are reused")
     final = [done[p["id"]] for p in prompts]
-    for record in final:
-        reason = record.finish_reason or "?"
-        summary.finish_reasons[reason] = summary.finish_reasons.get(reason, 0) + 1
+    summary.finish_reasons = dict(Counter(record.finish_reason or "?" for record in final))
     write_answers(out, final)
     work.unlink(missing_ok=True)
     return summary

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator
 
@@ -136,17 +137,16 @@ class SlotPool:
             self._idle.put_nowait(slot)
 
     def stats(self) -> dict:
-        total: dict = {"slots": len(self.slots)}
+        """The slots' counters summed (nested counters, like errors by kind, summed per key)."""
+        counts: Counter[str] = Counter()
+        nested: dict[str, Counter[str]] = defaultdict(Counter)
         for slot in self.slots:
             for key, value in slot.stats().items():
                 if isinstance(value, dict):
-                    merged = total.setdefault(key, {})
-                    for k, v in value.items():
-                        merged[k] = merged.get(k, 0) + v
+                    nested[key].update(value)
                 else:
-                    total[key] = total.get(key, 0) + value
-        total["slots"] = len(self.slots)
-        return total
+                    counts[key] += value
+        return {"slots": len(self.slots), **counts, **{key: dict(value) for key, value in nested.items()}}
 
     async def aclose(self) -> None:
         for slot in self.slots:

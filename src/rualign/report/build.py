@@ -7,14 +7,19 @@ run folder at all is a RualignError naming what it lacks.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rualign.errors import RualignError
 from rualign.paths import contained
-from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, JudgeCard, Judgment, RunInfo, Score, StageInfo,
-                             read_answers, read_judgments, read_ref_loss, read_run_info, read_score)
+from rualign.records import (DEFAULT_TARGET, ORDERS, AnswerRecord, JudgeCard, Judgment, KnowledgeResult, RunInfo,
+                             Score, StageInfo, read_answers, read_judgments, read_ref_loss, read_run_info, read_score)
 from rualign.runs import file_hash, stable_hash, write_manifest, write_text
+
+if TYPE_CHECKING:
+    from rualign.eval.pooled import PooledScore
 
 RUN_FOLDER = "a run folder written by `rualign run` (run.json, answers.jsonl, judge/score.json)"
 
@@ -34,9 +39,9 @@ class Run:
     reference_path: str | None = None
     notes: list[str] = field(default_factory=list)
     ref_loss: float | None = None  # ref_loss.json of the run folder (hf generation with eval.heldout)
-    knowledge: dict | None = None  # knowledge.json of the run folder (eval.knowledge): accuracy, accuracy_norm, n
+    knowledge: KnowledgeResult | None = None  # knowledge.json of the run folder (eval.knowledge), predictions dropped
     reference_name: str | None = None  # several references: this run's reference (run folder references/<name>/)
-    pooled: dict | None = None  # several references: the experiment's pooled.json (eval/pooled.py)
+    pooled: PooledScore | None = None  # several references: the experiment's pooled.json (eval/pooled.py)
     experiment: str | None = None  # several references: the experiment's name (the folder holding pooled.json)
 
 
@@ -96,7 +101,8 @@ def load_run(folder: str | Path) -> Run:
     if (folder / "knowledge.json").is_file():
         from rualign.records import read_knowledge
 
-        run.knowledge = read_knowledge(folder / "knowledge.json").model_dump(exclude={"predictions"})
+        # The per-question predictions are not shown: not kept for every run in memory.
+        run.knowledge = read_knowledge(folder / "knowledge.json").model_copy(update={"predictions": []})
     _load_references(folder, meta, run)
     return run
 
@@ -113,7 +119,7 @@ def load_multi(folder: Path) -> list[Run]:
         sub = folder / "references" / ref.name
         contained(folder, sub, action="read")  # a name edited into pooled.json cannot lead outside the folder
         run = load_run(sub)
-        run.reference_name, run.pooled, run.experiment = ref.name, pooled.dump(), folder.name
+        run.reference_name, run.pooled, run.experiment = ref.name, pooled, folder.name
         runs.append(run)
     if not runs:
         raise RualignError("pooled.json lists no references", path=folder / "pooled.json",
@@ -128,10 +134,10 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
         raise RualignError("no run folders given", expected="one or more run folders")
     runs = [run for d in run_dirs for run in
             (load_multi(Path(d)) if (Path(d) / "pooled.json").is_file() else [load_run(d)])]
-    seen: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     for run in runs:
-        count = seen.get(run.name, 0)
-        seen[run.name] = count + 1
+        count = seen[run.name]
+        seen[run.name] += 1
         if count:
             run.notes.append(f"name '{run.name}' is used by an earlier run folder; shown as '{run.name} ({count + 1})'")
             run.name = f"{run.name} ({count + 1})"

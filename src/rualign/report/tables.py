@@ -80,9 +80,10 @@ def summary_row(run: "Run", target: int) -> dict[str, Any]:
         lengths = _answer_lengths(run, target)
     row: dict[str, Any] = {name: None for name in (*CSV_COLUMNS, *REFERENCE_COLUMNS)}
     if run.reference_name is not None:
-        pooled = run.pooled or {}
-        row.update({"experiment": run.experiment, "reference": run.reference_name, "pooled": pooled.get("score"),
-                    "pooled_ci_low": pooled.get("ci_low"), "pooled_ci_high": pooled.get("ci_high")})
+        row.update({"experiment": run.experiment, "reference": run.reference_name})
+        if run.pooled is not None:
+            row.update({"pooled": run.pooled.score, "pooled_ci_low": run.pooled.ci_low,
+                        "pooled_ci_high": run.pooled.ci_high})
     if score is not None:
         row.update({name: _cell(getattr(score, name)) for name in score_columns()})
         row["n_prompts"] = score.n_prompts if score.n_prompts is not None else len(run.answers)
@@ -107,7 +108,8 @@ def _answer_metrics(run: "Run") -> dict[str, Any]:
     capped = [a.finish_reason == "length" for a in run.answers if a.finish_reason]
     return {"capped_share": sum(capped) / len(capped) if capped else None,
             **answer_metrics([a.answer for a in run.answers]), "ref_loss": run.ref_loss,
-            "knowledge": _points(run.knowledge, "accuracy"), "knowledge_norm": _points(run.knowledge, "accuracy_norm")}
+            "knowledge": None if run.knowledge is None else 100.0 * run.knowledge.accuracy,
+            "knowledge_norm": None if run.knowledge is None else 100.0 * run.knowledge.accuracy_norm}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -128,11 +130,6 @@ def _num(value: Any, digits: int, signed: bool = False) -> str:
 
 def _pct(value: Any) -> str:
     return "—" if value is None else f"{100 * value:.0f}%"
-
-
-def _points(knowledge: dict | None, key: str) -> float | None:
-    value = (knowledge or {}).get(key)
-    return None if value is None else 100.0 * value
 
 
 def display_cells(row: dict) -> list[str]:
