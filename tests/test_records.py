@@ -1,4 +1,4 @@
-"""Hand-off records (records.py, runs.Manifest): one reader and one writer per file, old files still load,
+"""Hand-off records (rualign.records, runs.Manifest): one reader and one writer per file, old files still load,
 unknown keys survive, every reader takes a UTF-8 BOM, and docs/formats.md is generated from the models."""
 
 from __future__ import annotations

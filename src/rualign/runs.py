@@ -228,7 +228,7 @@ class Manifest(BaseModel):
     """manifest.json, written last into every stage folder: its presence with a matching hash marks it finished.
 
     The common fields are typed; each stage adds its own (counts, model_path, timings...), kept as extras and
-    read as attributes (`manifest.model_path`). `version` as in records.py: files without it are version 1.
+    read as attributes (`manifest.model_path`). `version` as in rualign.records: files without it are version 1.
     """
 
     model_config = ConfigDict(extra="allow")
