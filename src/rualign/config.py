@@ -7,7 +7,7 @@ pipeline.py); they all derive from `Strict`, so an unknown or misspelled key is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Callable, Iterable, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +28,32 @@ class Strict(BaseModel):
 
 # A seed every consumer accepts: numpy's legacy seeding (transformers.set_seed) needs 0 <= seed < 2**32.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+# Validators shared by the stage schemas (judge, generation, training), defined once and attached with
+# `_name = field_validator("key")(validator)`.
+
+def env_var_name(value: str | None) -> str | None:
+    """An `api_key_env` value: the NAME of an environment variable. A pasted key in its place would end up in
+    manifests, so it is refused early."""
+    if value is not None and (not value.replace("_", "").isalnum() or value.startswith(("sk-", "Bearer"))):
+        raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+    return value
+
+
+def table_key(table: Mapping[str, Any] | Callable[[], Mapping[str, Any]], what: str) -> Callable[[str], str]:
+    """A validator: the value names a row of an extension table (a callable returns a table imported lazily)."""
+    def check(value: str) -> str:
+        rows = table() if callable(table) else table
+        if value not in rows:
+            raise ValueError(f"unknown {what} '{value}' (expected one of {', '.join(rows)})")
+        return value
+    return check
+
+
+def missing_needs(config: BaseModel, needs: Iterable[str]) -> list[str]:
+    """The keys a table row needs (e.g. a backend's base_url) that `config` leaves unset or empty."""
+    return [key for key in needs if getattr(config, key) in (None, "")]
 
 
 def key_line(node: yaml.Node | None, loc: tuple[Any, ...], *, nearest: bool = False) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rualign.config import Seed, Strict, resolve
+from rualign.config import Seed, Strict, env_var_name, missing_needs, resolve, table_key
 from rualign.errors import RualignError
 
 VLLM_MIN_BATCH = 64  # vLLM schedules its own batches; fewer sequences in flight only waste the GPU
@@ -61,16 +61,12 @@ class Generation(Strict):
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://127.0.0.1:8080/v1")
     api_key_env: str | None = Field(None, description="openai: NAME of the env var holding the API key")
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in GENERATION_BACKENDS:
-            raise ValueError(f"unknown generation backend '{value}' (expected one of {', '.join(GENERATION_BACKENDS)})")
-        return value
+    _env_name = field_validator("api_key_env")(env_var_name)
+    _known_backend = field_validator("backend")(table_key(GENERATION_BACKENDS, "generation backend"))
 
     @model_validator(mode="after")
     def _needs(self) -> "Generation":
-        missing = [key for key in GENERATION_BACKENDS[self.backend].needs if getattr(self, key) in (None, "")]
+        missing = missing_needs(self, GENERATION_BACKENDS[self.backend].needs)
         if missing:
             raise ValueError(f"the {self.backend} generation backend needs {', '.join(repr(k) for k in missing)}")
         return self

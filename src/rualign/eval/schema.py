@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rualign.config import Strict, load_yaml, validate
+from rualign.config import Strict, env_var_name, load_yaml, missing_needs, table_key, validate
 from rualign.errors import ConfigError
 from rualign.redact import redact, redact_text
 
@@ -87,24 +87,12 @@ class JudgeConfig(Strict):
             self.__dict__["template"] = DEFAULT_TEMPLATES[self.mode]
         return self
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        # A pasted key in place of the variable name would end up in manifests; refuse it early.
-        if value is not None and (not value.replace("_", "").isalnum() or value.startswith(("sk-", "Bearer"))):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
-        return value
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in JUDGE_BACKENDS:
-            raise ValueError(f"unknown judge backend '{value}' (expected one of {', '.join(JUDGE_BACKENDS)})")
-        return value
+    _env_name = field_validator("api_key_env")(env_var_name)
+    _known_backend = field_validator("backend")(table_key(JUDGE_BACKENDS, "judge backend"))
 
     @model_validator(mode="after")
     def _needs(self) -> "JudgeConfig":
-        missing = [key for key in JUDGE_BACKENDS[self.backend].needs if getattr(self, key) in (None, "")]
+        missing = missing_needs(self, JUDGE_BACKENDS[self.backend].needs)
         if missing == ["base_url"]:
             raise ValueError(f"the {self.backend} backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if missing:

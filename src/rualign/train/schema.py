@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rualign.config import Seed, Strict
+from rualign.config import Seed, Strict, table_key
 from rualign.paths import SafeName
 
 
@@ -32,6 +32,12 @@ class QLoraSpec(LoraSpec):
 # Keys that do not change a trained model: left out of every stage key (the plan's train node and the stage's
 # manifest hash both come from StageConfig.key_fields).
 COSMETIC = frozenset({"samples", "sample_max_new_tokens", "logging_steps", "save_steps", "save_total_limit"})
+
+
+def _methods() -> dict:
+    from rualign.train.methods import METHODS  # imported when a method is checked: it pulls in TRL's configs
+
+    return METHODS
 
 
 class StageConfig(Strict):
@@ -93,14 +99,7 @@ class StageConfig(Strict):
                 raise ValueError(f"inline recipe: '{where}': {first['msg']}") from None
         return value
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from rualign.train.methods import METHODS
-
-        if value not in METHODS:
-            raise ValueError(f"unknown method '{value}' (known: {', '.join(METHODS)})")
-        return value
+    _known_method = field_validator("method")(table_key(_methods, "method"))
 
     @model_validator(mode="after")
     def _check(self) -> "StageConfig":
