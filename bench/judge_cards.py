@@ -55,13 +55,15 @@ def renormalised(folder: Path) -> dict | None:
     """Logprob rows only: accuracy from the free call's letters at any mass, averaged in probability space
     (as the score does) and in logit space (position-calibrated)."""
     from rualign.eval import parse
+    from rualign.eval.judge_reply import TopLogprob
 
     per_pair: dict[str, dict[str, float]] = {}
     for line in (folder / "judgments.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row.get("mode") not in ("logprob", "constrained") or not row.get("raw"):
             return None
-        dist = parse.letter_distribution(json.loads(row["raw"]).get("top_logprobs") or [])
+        top = json.loads(row["raw"]).get("top_logprobs") or []
+        dist = parse.letter_distribution([TopLogprob(**entry) for entry in top])
         if dist.probs is None:
             continue
         per_pair.setdefault(row["id"], {})[row["order"]] = parse.model_preference(dist.probs, row["order"])
