@@ -92,6 +92,43 @@ def embedded_gguf_path(spec: str) -> Path:
         return assemble(target)  # verifies the sha256 (also of an existing file)
 
 
+# The embedded default judge serves an F16 copy of the packaged Q4_1 GGUF. Why: llama.cpp has no repacked
+# AVX2 kernel for Q4_1, and a judge call is almost all prompt evaluation (~1000 tokens in, one verdict token
+# out); on the 2-core AVX2 machine a 1000-token prompt was evaluated at 185 tokens/s in F16 vs 91 in Q4_1
+# (one thread; Q8_0: 152). F16 holds every Q4_1 weight (d*q + m, d and m themselves F16) up to one F16
+# rounding, so it is the same model, not another quantisation. Part of the judge's identity (eval/schema.py).
+JUDGE_WEIGHTS = "f16"
+
+
+def judge_gguf_path(spec: str) -> Path:
+    """The GGUF the embedded llama.cpp judge serves: for `default`, the F16 copy made once under
+    $RUALIGN_HOME/gguf (atomic, locked against a second process making it too); other embedded models as
+    packaged."""
+    if not is_default(spec):
+        return embedded_gguf_path(spec)
+    source = default_gguf_path()
+    target = rualign_home() / "gguf" / source.name.replace(".Q4_1.", ".F16.")
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if not target.is_file():
+            _requantise(source, target)
+    return target
+
+
+def _requantise(source: Path, target: Path) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_F16, True, 2
+    partial = target.with_name(f".{target.name}.partial")
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+        partial.unlink(missing_ok=True)
+        raise RualignError("llama.cpp could not write the F16 judge weights", path=target,
+                           hint="check free disk space under $RUALIGN_HOME")
+    os.replace(partial, target)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str

@@ -114,9 +114,12 @@ class JudgeConfig(Strict):
         """What decides the verdicts (VERDICT_KEYS), the one key the plan and the judge stage both hash. The
         endpoint is keyed without credentials: a rotated password is the same server."""
         from rualign.eval.endpoint import endpoint_key
+        from rualign.models import JUDGE_WEIGHTS, is_default
 
         data = self.model_dump(mode="json", include=set(VERDICT_KEYS))
         data["base_url"] = endpoint_key(self.base_url) if self.base_url else None
+        if self.backend == "llamacpp" and is_default(self.model):
+            data["weights"] = JUDGE_WEIGHTS  # the served file changed from Q4_1 to F16: other verdicts
         return data
 
 

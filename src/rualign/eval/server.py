@@ -34,10 +34,10 @@ def free_port() -> int:
 
 
 def resolve_gguf(model: str) -> Path:
-    from rualign.models import embedded_gguf_path, is_embedded
+    from rualign.models import is_embedded, judge_gguf_path
 
     if is_embedded(model):
-        return embedded_gguf_path(model)
+        return judge_gguf_path(model)
     path = Path(model).expanduser()
     if not path.is_file() or path.suffix != ".gguf":
         raise RualignError("the llamacpp judge needs a GGUF file", path=model,
