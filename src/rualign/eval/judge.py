@@ -189,8 +189,8 @@ class _Run:
         # other order) awaits the first instead of paying for it twice.
         self.inflight: dict[str, asyncio.Future] = {}
         # Low-mass logprob calls are asked again with the first token constrained to A/B/C where the backend
-        # takes a grammar (llama.cpp's server; the local backend restricts the logits itself).
-        self.constrain = cfg.constrain == "grammar" or (cfg.constrain == "auto" and cfg.backend in ("llamacpp", "local"))
+        # allows it (JudgeConfig.constraint: a grammar, guided choice, regex or logit_bias; local: its logits).
+        self.constrain = cfg.constraint() is not None
 
     async def call(self, job: Job | None, kind: str, messages: list[dict], key: str | None = None
                    ) -> tuple[JudgeReply, bool]:

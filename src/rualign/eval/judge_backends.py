@@ -19,6 +19,25 @@ from rualign.eval.schema import JUDGE_BACKENDS, JudgeConfig
 
 # One Latin verdict letter, nothing else (GBNF, as llama.cpp's server takes it).
 VERDICT_GRAMMAR = 'root ::= [ABC]'
+VERDICT_LETTERS = ["A", "B", "C"]
+# logit_bias is clipped to [-100, 100] by OpenAI; +100 on the three letters leaves every other token no chance.
+LETTER_BIAS = 100
+
+
+def constraint_params(cfg: JudgeConfig, choices: str) -> dict:
+    """The request fields that restrict the first token to one of `choices` (the verdict letters "ABC", or the
+    pointwise digits), per JudgeConfig.constraint()."""
+    method = cfg.constraint()
+    if method == "guided_choice":  # vLLM's OpenAI server before 0.12 (removed there)
+        return {"guided_choice": list(choices)}
+    if method == "structured_outputs":  # vLLM's OpenAI server from 0.10 (StructuredOutputsParams(choice=...))
+        return {"structured_outputs": {"choice": list(choices)}}
+    if method == "regex":  # SGLang's OpenAI server
+        return {"regex": f"[{choices}]"}
+    if method == "logit_bias":  # letters only: the schema refuses logit_bias in pointwise mode
+        return {"logit_bias": {str(cfg.verdict_token_ids[c]): LETTER_BIAS for c in VERDICT_LETTERS}}
+    # llama.cpp (the local backend ignores the fields and masks its logits)
+    return {"grammar": VERDICT_GRAMMAR if choices == "ABC" else SCORE_GRAMMAR}
 
 
 # Call kinds whose first-token top logprobs are read ("score": pointwise mode's digit, eval/pointwise.py).
@@ -31,9 +50,10 @@ def request_params(cfg: JudgeConfig, kind: str) -> dict:
     if kind in LOGPROB_KINDS:
         return {"temperature": cfg.temperature, "max_tokens": 1, "logprobs": True,
                 "top_logprobs": cfg.top_logprobs}
-    if kind in ("constrained", "score_constrained"):
-        return {"temperature": 0.0, "max_tokens": 1,
-                "grammar": VERDICT_GRAMMAR if kind == "constrained" else SCORE_GRAMMAR}
+    if kind == "constrained":
+        return {"temperature": 0.0, "max_tokens": 1, **constraint_params(cfg, "ABC")}
+    if kind == "score_constrained":
+        return {"temperature": 0.0, "max_tokens": 1, **constraint_params(cfg, DIGITS)}
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
 
 

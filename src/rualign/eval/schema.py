@@ -46,6 +46,8 @@ MODES = ("logprob", "verdict", "pointwise")
 DEFAULT_TEMPLATES = {"logprob": "judge_pairwise_v1", "verdict": "judge_pairwise_v1", "pointwise": "judge_pointwise_v1"}
 VERDICT_KEYS = ("backend", "base_url", "model", "mode", "template", "temperature", "max_tokens", "top_logprobs",
                 "n_ctx", "min_verdict_mass", "constrain")
+# Verdict keys added later: keyed only when set, so configs without them keep their judge hashes and cache.
+OPTIONAL_VERDICT_KEYS = ("verdict_token_ids",)
 
 
 class JudgeConfig(Strict):
@@ -68,9 +70,14 @@ class JudgeConfig(Strict):
     # Logprob mode: a call whose verdict letters A/B/C carry less probability than this is not renormalised
     # into a verdict (the letters are noise next to what the judge meant to write).
     min_verdict_mass: float = Field(0.5, ge=0, le=1)
-    # ... such a call is then asked again with its first token constrained to A/B/C (llama.cpp grammar) and
-    # scored by that letter; "auto" does this for llamacpp judges, "off" leaves the call unparsed.
-    constrain: Literal["auto", "grammar", "off"] = "auto"
+    # ... such a call is then asked again with its first token constrained to A/B/C and scored by that letter.
+    # How (CONSTRAINTS): "grammar" (llama.cpp's server), "guided_choice" (vLLM < 0.12), "structured_outputs"
+    # (vLLM >= 0.10), "regex" (SGLang), "logit_bias" (OpenAI and servers that honour it; needs verdict_token_ids).
+    # "auto": grammar for llamacpp, the logits themselves for local, logit_bias for openai when
+    # verdict_token_ids is given; "off" leaves the call unparsed.
+    constrain: Literal["auto", "grammar", "guided_choice", "structured_outputs", "regex", "logit_bias", "off"] = "auto"
+    # Token ids of the verdict letters in the judge's tokenizer ({A: id, B: id, C: id}), for logit_bias.
+    verdict_token_ids: dict[Literal["A", "B", "C"], int] | None = None
     n_ctx: int = Field(4096, ge=512)  # llamacpp backend: context of the started server
     # llamacpp backend: parallel slots = server processes, each with cores/slots threads; calls go to an idle
     # one. llama-cpp-python's server evaluates one request at a time, so slots are processes (see server.py).
@@ -99,6 +106,31 @@ class JudgeConfig(Strict):
             raise ValueError(f"the {self.backend} backend needs {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _logit_bias_ids(self) -> "JudgeConfig":
+        ids = self.verdict_token_ids
+        if self.constrain == "logit_bias" and self.mode == "pointwise":
+            raise ValueError("constrain: logit_bias biases the verdict letters A/B/C; pointwise mode scores digits: "
+                             "use grammar, guided_choice, structured_outputs, regex or off")
+        if self.constrain == "logit_bias" and ids is None:
+            raise ValueError("constrain: logit_bias needs verdict_token_ids, the token ids of the letters in the "
+                             "judge's tokenizer, e.g. {A: 32, B: 33, C: 34}")
+        if ids is not None and (sorted(ids) != ["A", "B", "C"] or len(set(ids.values())) != 3
+                                or min(ids.values()) < 0):
+            raise ValueError(f"verdict_token_ids {ids} must give three different non-negative token ids, "
+                             "one for each of A, B and C")
+        return self
+
+    def constraint(self) -> str | None:
+        """How a low-mass logprob call is asked again with its first token constrained (None: it is not)."""
+        if self.constrain != "auto":
+            return None if self.constrain == "off" else self.constrain
+        if self.backend == "llamacpp":
+            return "grammar"
+        if self.backend == "local":
+            return "logits"  # the in-process model restricts its own next-token logits
+        return "logit_bias" if self.verdict_token_ids is not None else None
+
     def display_name(self) -> str:
         if self.name:
             return redact_text(self.name)
@@ -117,6 +149,8 @@ class JudgeConfig(Strict):
         from rualign.models import JUDGE_WEIGHTS, is_default
 
         data = self.model_dump(mode="json", include=set(VERDICT_KEYS))
+        data.update({k: v for k, v in self.model_dump(mode="json", include=set(OPTIONAL_VERDICT_KEYS)).items()
+                     if v is not None})
         data["base_url"] = endpoint_key(self.base_url) if self.base_url else None
         if self.backend == "llamacpp" and is_default(self.model):
             data["weights"] = JUDGE_WEIGHTS  # the served file changed from Q4_1 to F16: other verdicts
