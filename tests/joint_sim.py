@@ -24,8 +24,10 @@ class Truth:
 
 
 def simulate(n_runs: int = 6, n_prompts: int = 400, *, theta=None, mean_tokens=None, gamma: float = 0.8,
-             delta: float = 0.3, seed: int = 0, soft: bool = False) -> tuple[JointData, Truth]:
-    """JointData directly (no files): per-run strength theta, shared length slope gamma and order term delta."""
+             delta: float = 0.3, seed: int = 0, soft: bool = False,
+             difficulty_sd: float = 0.0) -> tuple[JointData, Truth]:
+    """JointData directly (no files): per-run strength theta, shared length slope gamma and order term delta;
+    with difficulty_sd > 0 each prompt adds its own offset b_i ~ N(0, difficulty_sd) to the log-odds."""
     rng = np.random.default_rng(seed)
     theta = rng.normal(0, 0.8, n_runs) if theta is None else np.asarray(theta, float)
     mean_tokens = rng.uniform(100, 800, n_runs) if mean_tokens is None else np.asarray(mean_tokens, float)
@@ -37,7 +39,10 @@ def simulate(n_runs: int = 6, n_prompts: int = 400, *, theta=None, mean_tokens=N
             run.append(np.full(n_prompts, k)), prompt.append(np.arange(n_prompts))
             order.append(np.full(n_prompts, o)), dlen.append(tokens - ref_tokens)
     run, prompt, order, dlen = map(np.concatenate, (run, prompt, order, dlen))
-    p = 1.0 / (1.0 + np.exp(-(theta[run] + delta * order + gamma * np.tanh(dlen / dlen.std()))))
+    eta = theta[run] + delta * order + gamma * np.tanh(dlen / dlen.std())
+    if difficulty_sd > 0:  # drawn only then, so the simulations without it are unchanged
+        eta = eta + rng.normal(0.0, difficulty_sd, n_prompts)[prompt]
+    p = 1.0 / (1.0 + np.exp(-eta))
     y = p if soft else (rng.random(p.size) < p).astype(float)
     data = JointData([f"run{k}" for k in range(len(theta))], [f"p{i}" for i in range(n_prompts)], run, prompt, y,
                      order, dlen)

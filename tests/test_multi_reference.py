@@ -111,6 +111,10 @@ def test_two_references_give_rows_per_reference_and_the_pooled_score(tmp_path, t
         assert float(row["score"]) == pytest.approx(100 * np.mean(hand[name]), abs=0.01)
         assert float(row["pooled"]) == pytest.approx(expected_pooled, abs=0.01)
     assert by_name["single"]["reference"] == "" and by_name["single"]["pooled"] == ""
+    # The joint lc fit is per reference: "multi vs short" and "single" share short.jsonl (one fit of two runs);
+    # "multi vs long" is alone against long.jsonl, so it has no joint lc.
+    assert by_name["multi vs short"]["lc"] != "" and by_name["single"]["lc"] != ""
+    assert by_name["multi vs long"]["lc"] == ""
     md = (out / "report" / "report.md").read_text("utf-8")
     assert "## Pooled over references" in md and f"{pooled['score']:.1f} [" in md
     assert 'id="pooled-table"' in (out / "report" / "report.html").read_text("utf-8")

@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over prompts (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", nargs="?", const="auto", default=None, metavar="PENALTY",
+                        help="add a per-prompt difficulty offset (a ridge-penalised log-odds intercept per prompt; "
+                             "the penalty is estimated from the data unless given, e.g. 1.0 = a N(0, 1) prior); lc "
+                             "and sc are then averaged over the prompts")
     parser.set_defaults(handler=run)
 
 
@@ -30,7 +34,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_boot < 100:
         raise RualignError(f"--n-boot {args.n_boot} is too few for a 95% CI", expected="at least 100 (default 1000)")
-    result = build_leaderboard(resolve_inputs(args.inputs), Path(args.out), n_boot=args.n_boot, seed=args.seed)
+    if args.difficulty not in (None, "auto"):
+        try:
+            args.difficulty = float(args.difficulty)
+        except ValueError:
+            args.difficulty = -1.0
+        if not 0 < args.difficulty < 1e6:
+            raise RualignError("--difficulty needs no value (estimate the penalty) or a positive number",
+                               path="--difficulty", expected="e.g. --difficulty or --difficulty 1.0")
+    result = build_leaderboard(resolve_inputs(args.inputs), Path(args.out), n_boot=args.n_boot, seed=args.seed,
+                               difficulty=args.difficulty)
     print(f"{'run':<24} {'n':>5} {'score':>18} {'lc':>18} {'sc':>18} {'tokens':>7}")
     for row in sorted(result["rows"], key=lambda r: -r.lc):
         cells = [f"{e.value:5.1f} [{e.ci_low:4.1f},{e.ci_high:5.1f}]" for e in row.estimates().values()]

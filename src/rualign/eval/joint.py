@@ -79,6 +79,7 @@ class JointFit:
     coefficients: list[Coefficient]
     converged: bool
     boot: np.ndarray = field(repr=False, default=None)  # (B, K) 100 * sigmoid(theta) per resample
+    prompt_penalty: float | None = None  # with a difficulty term: the L2 penalty of the prompt offsets used
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:  # for the reported values (float64)
@@ -183,8 +184,13 @@ def _quantiles(boot: np.ndarray, level: float) -> np.ndarray:
     return np.quantile(boot, [alpha, 1.0 - alpha], axis=0).T
 
 
-def fit_joint(data: JointData, kind: str = "lc", *, counts: np.ndarray, level: float = CI_LEVEL) -> JointFit:
-    """The full-data fit and its bootstrap over the given prompt `counts` (B, n_prompts)."""
+def fit_joint(data: JointData, kind: str = "lc", *, counts: np.ndarray, level: float = CI_LEVEL,
+              difficulty: float | str | None = None) -> JointFit:
+    """The full-data fit and its bootstrap over the given prompt `counts` (B, n_prompts). `difficulty`: a
+    per-prompt offset (eval/joint_difficulty.py) with this L2 penalty, or "auto" to estimate the penalty from the
+    data; None fits without one."""
+    if difficulty is not None:
+        return _fit_with_difficulty(data, kind, counts, level, difficulty)
     z, names, scales = design(data, kind)
     ones = np.ones((1, len(data.y)))
     theta, coef, converged = newton_batched(ones, data, z)
@@ -197,12 +203,41 @@ def fit_joint(data: JointData, kind: str = "lc", *, counts: np.ndarray, level: f
         boot_theta.append(t), boot_coef.append(c)
         converged = converged and ok
     boot_theta, boot_coef = np.concatenate(boot_theta), np.concatenate(boot_coef)
-    boot = 100.0 * _sigmoid(boot_theta)
+    return _joint_fit(kind, data, 100.0 * _sigmoid(theta[0]), 100.0 * _sigmoid(boot_theta), coef[0], boot_coef,
+                      names, scales, converged, level)
+
+
+def _joint_fit(kind, data, strength, boot, coef, boot_coef, names, scales, converged, level) -> JointFit:
     coef_ci = _quantiles(boot_coef, level)
-    coefficients = [Coefficient(name, float(coef[0, j]), float(coef_ci[j, 0]), float(coef_ci[j, 1]), scales[j])
+    coefficients = [Coefficient(name, float(coef[j]), float(coef_ci[j, 0]), float(coef_ci[j, 1]), scales[j])
                     for j, name in enumerate(names)]
-    return JointFit(kind, list(data.runs), 100.0 * _sigmoid(theta[0]), _quantiles(boot, level), coefficients,
-                    converged, boot)
+    return JointFit(kind, list(data.runs), strength, _quantiles(boot, level), coefficients, converged, boot)
+
+
+def _fit_with_difficulty(data: JointData, kind: str, counts: np.ndarray, level: float,
+                         lam: float | str) -> JointFit:
+    from rualign.eval.joint_difficulty import estimate_penalty, marginal_strength, newton_difficulty
+
+    z, names, scales = design(data, kind)
+    if lam == "auto":  # estimated once on the full data; the resamples refit at that penalty
+        lam, theta, b, coef, converged = estimate_penalty(data, z)
+    else:
+        theta, b, coef, converged = newton_difficulty(np.ones((1, len(data.y))), data, z, lam=float(lam))
+    strength = marginal_strength(theta, b, np.ones((1, len(data.prompts))))[0]
+    boots, boot_coefs = [], []
+    # (B, K + m, P) work arrays: bound them, as _CHUNK_ROWS bounds the (B, R) ones
+    per_chunk = max(1, min(_CHUNK_ROWS // max(1, len(data.y)),
+                           _CHUNK_ROWS // max(1, (len(data.runs) + z.shape[1]) * len(data.prompts))))
+    for start in range(0, counts.shape[0], per_chunk):
+        chunk = counts[start:start + per_chunk].astype(float)
+        t, bb, c, ok = newton_difficulty(chunk[:, data.prompt_idx], data, z, lam=lam, start=(theta[0], b[0], coef[0]),
+                                         decrement_tol=BOOT_DECREMENT)
+        boots.append(marginal_strength(t, bb, chunk)), boot_coefs.append(c)
+        converged = converged and ok
+    fit = _joint_fit(kind, data, strength, np.concatenate(boots), coef[0], np.concatenate(boot_coefs), names,
+                     scales, converged, level)
+    fit.prompt_penalty = float(lam)
+    return fit
 
 
 def raw_scores(data: JointData, counts: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

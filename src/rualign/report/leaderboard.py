@@ -73,13 +73,14 @@ def _r(x: float | None, digits: int = 2) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
 
 
-def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
-    """Rows and coefficients of the runs sharing one reference."""
+def fit_group(inputs: list[RunInput], n_boot: int, seed: int, difficulty: float | str | None = None) -> dict:
+    """Rows and coefficients of the runs sharing one reference; `difficulty`: the penalty of a per-prompt offset
+    (eval/joint_difficulty.py), None for none."""
     data, extras = gather(inputs)
     counts = joint.bootstrap_counts(len(data.prompts), n_boot, np.random.default_rng(seed))
     score, score_ci, n = joint.raw_scores(data, counts)
-    lc = joint.fit_joint(data, "lc", counts=counts)
-    sc = joint.fit_joint(data, "sc", counts=counts)
+    lc = joint.fit_joint(data, "lc", counts=counts, difficulty=difficulty)
+    sc = joint.fit_joint(data, "sc", counts=counts, difficulty=difficulty)
     from rualign.eval.leaderboard import load_answers
 
     ref_tokens = float(np.mean([r.answer_tokens for r in load_answers(inputs[0].reference, "reference").values()]))
@@ -101,7 +102,9 @@ def fit_group(inputs: list[RunInput], n_boot: int, seed: int) -> dict:
     return {"reference": str(inputs[0].reference), "rows": rows, "coefficients": coefficients,
             "not_estimated": constant,
             "converged": bool(lc.converged and sc.converged), "calls_fitted": int(len(data.y)),
-            "prompts": len(data.prompts)}
+            "prompts": len(data.prompts), "difficulty": None if difficulty is None else {
+                "requested": difficulty, **{f"{fit.kind}_penalty": _r(fit.prompt_penalty, 4) for fit in (lc, sc)},
+                **{f"{fit.kind}_sigma": _r(fit.prompt_penalty ** -0.5, 3) for fit in (lc, sc)}}}
 
 
 def csv_text(rows: list[LeaderRow]) -> str:
@@ -119,6 +122,9 @@ def markdown(groups: list[dict], n_boot: int) -> str:
              "all runs sharing the reference, predicted at zero length difference and neutral answer order. sc: "
              "the same model with style covariates (markdown density, non-Cyrillic share). CIs: 95% percentile "
              f"bootstrap over prompts ({n_boot} resamples, whole model refitted each time).", ""]
+    if groups and groups[0].get("difficulty") is not None:
+        lines += ["With a per-prompt difficulty term (a ridge-penalised log-odds offset per prompt); lc and sc are "
+                  "averaged over the prompts' difficulties.", ""]
     for group in groups:
         lines += [f"## Reference: `{group['reference']}`", "",
                   "| # | run | n | score | lc | sc | mean tokens | first-slot | verdict mass |",
@@ -136,6 +142,11 @@ def markdown(groups: list[dict], n_boot: int) -> str:
         for kind, coefs in group["coefficients"].items():
             for c in coefs:
                 lines.append(f"| {kind} | {c['name']} | {c['value']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] |")
+        if group.get("difficulty"):
+            d = group["difficulty"]
+            lines += ["", f"Prompt difficulty: ridge penalty {d['lc_penalty']:g} (lc) / {d['sc_penalty']:g} (sc), i.e. "
+                      f"prompt offsets with sd about {d['lc_sigma']:g} / {d['sc_sigma']:g} log-odds"
+                      + (" (estimated from the data)." if d["requested"] == "auto" else ".")]
         if group["not_estimated"]:
             lines += ["", "Not estimated (the same for every answer pair, so nothing to fit): "
                       + ", ".join(group["not_estimated"]) + "."]
@@ -177,22 +188,23 @@ def plot(groups: list[dict], path: Path) -> Path:
     return path
 
 
-def build_leaderboard(inputs: list[RunInput], out_dir: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict:
+def build_leaderboard(inputs: list[RunInput], out_dir: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0,
+                      difficulty: float | str | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = [fit_group(runs, n_boot, seed) for runs in group_by_reference(inputs).values()]
+    groups = [fit_group(runs, n_boot, seed, difficulty) for runs in group_by_reference(inputs).values()]
     rows = [r for g in groups for r in g["rows"]]
     write_text(out_dir / "leaderboard.csv", csv_text(rows))
     write_text(out_dir / "leaderboard.md", markdown(groups, n_boot))
     write_json(out_dir / "coefficients.json", [{k: g[k] for k in ("reference", "coefficients", "not_estimated",
-                                                                   "converged", "calls_fitted", "prompts")}
+                                                                   "converged", "calls_fitted", "prompts", "difficulty")}
                                                for g in groups])
     plot(groups, out_dir / "leaderboard.png")
     hashed = [{"name": r.name, "answers": str(r.answers), "answers_hash": file_hash(r.answers),
                "judgments": str(r.judgments), "judgments_hash": file_hash(r.judgments),
                "reference": str(r.reference), "reference_hash": file_hash(r.reference)} for r in inputs]
+    extra = {"difficulty": difficulty} if difficulty is not None else {}  # keyed only when used: old hashes hold
     write_manifest(out_dir, stage="leaderboard", config_hash=stable_hash({"inputs": hashed, "n_boot": n_boot,
-                                                                          "seed": seed}),
-                   inputs=hashed, n_boot=n_boot, seed=seed,
-                   files=["leaderboard.csv", "leaderboard.md", "coefficients.json", "leaderboard.png"])
+                                                                          "seed": seed, **extra}),
+                   inputs=hashed, n_boot=n_boot, seed=seed, **extra, files=["leaderboard.csv", "leaderboard.md", "coefficients.json", "leaderboard.png"])
     return {"groups": groups, "rows": rows}
