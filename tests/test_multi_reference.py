@@ -126,6 +126,12 @@ def test_two_references_give_rows_per_reference_and_the_pooled_score(tmp_path, t
     groups = json.loads((tmp_path / "board" / "coefficients.json").read_text("utf-8"))
     assert sorted(Path(g["reference"]).name for g in groups) == ["long.jsonl", "short.jsonl"]
 
+    from rualign.eval.agreement import judge_classes
+
+    with pytest.raises(RualignError, match="several references"):  # agreement needs one reference's folder
+        judge_classes(folder)
+    assert judge_classes(folder / "references" / "short")[0] == "multi vs short"
+
     # A reference name edited into pooled.json cannot make the report read outside the run folder.
     pooled["references"][1]["name"] = "../../single"
     (folder / "pooled.json").write_text(json.dumps(pooled), encoding="utf-8")

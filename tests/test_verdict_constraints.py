@@ -121,3 +121,22 @@ def test_judge_hash_is_unchanged_without_the_new_keys():
     assert "verdict_token_ids" not in cfg.judge_key()
     assert JudgeConfig(backend="openai", base_url="http://x/v1", verdict_token_ids=IDS).judge_key()[
         "verdict_token_ids"] == IDS
+
+
+def test_pointwise_digits_are_constrained_the_same_way_and_logit_bias_is_refused():
+    from rualign.eval.judge_backends import request_params
+    from rualign.eval.pointwise import DIGITS
+
+    def cfg(constrain, **extra):
+        return JudgeConfig(backend="openai", base_url="http://x/v1", mode="pointwise", constrain=constrain, **extra)
+
+    assert request_params(cfg("guided_choice"), "score_constrained")["guided_choice"] == list(DIGITS)
+    assert request_params(cfg("structured_outputs"), "score_constrained")["structured_outputs"] == {
+        "choice": list(DIGITS)}
+    assert request_params(cfg("regex"), "score_constrained")["regex"] == f"[{DIGITS}]"
+    assert cfg("auto", verdict_token_ids=IDS).constraint() is None  # the letters' ids say nothing about digits
+    with pytest.raises(ValidationError, match="pointwise mode scores digits"):
+        cfg("logit_bias", verdict_token_ids=IDS)
+    # the llama.cpp grammars (and so the cache keys) of both kinds are what they were
+    llama = JudgeConfig(backend="llamacpp", model="default")
+    assert request_params(llama, "constrained") == {"temperature": 0.0, "max_tokens": 1, "grammar": "root ::= [ABC]"}

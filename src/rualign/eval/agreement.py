@@ -114,8 +114,12 @@ def judge_classes(run_dir: Path) -> tuple[str, dict[str, tuple[str, float]]]:
 
     path = Path(run_dir) / "judge" / "judgments.jsonl"
     if not path.is_file():
+        several = (Path(run_dir) / "pooled.json").is_file()  # judged against several references
         raise RualignError("run folder has no judge/judgments.jsonl", path=run_dir,
-                           expected="a judged run folder written by `rualign run`")
+                           expected="a judged run folder written by `rualign run`",
+                           hint=f"this experiment was judged against several references: pass {run_dir}/references/"
+                                "<name>, the run folder of the reference the review was made against"
+                           if several else None)
     meta_path = Path(run_dir) / "run.json"
     meta = read_run_info(meta_path) if meta_path.is_file() else RunInfo()
     prefs: dict[str, list[float]] = {}

@@ -129,7 +129,7 @@ class JudgeConfig(Strict):
             return "grammar"
         if self.backend == "local":
             return "logits"  # the in-process model restricts its own next-token logits
-        return "logit_bias" if self.verdict_token_ids is not None else None
+        return "logit_bias" if self.verdict_token_ids is not None and self.mode != "pointwise" else None
 
     def display_name(self) -> str:
         if self.name:
