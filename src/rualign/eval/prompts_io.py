@@ -20,7 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rualign.errors import DataError
+from rualign.records import Message
 from rualign.runs import stable_hash
 from rualign.textio import iter_jsonl, parse_json, read_utf8
 
@@ -152,11 +155,14 @@ def _message_list(value: Any, fail) -> list[dict]:
         raise fail("prompt must be a string or a non-empty message list", "a string or [{role, content}, ...]")
     messages = []
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES \
-                or not isinstance(message.get("content"), str):
+        try:
+            turn = Message.model_validate(message)
+        except ValidationError:
+            turn = None
+        if turn is None or turn.role not in _ROLES:
             raise fail(f"message {i} is not {{role: system|user|assistant, content: str}}",
                        "messages with role and string content")
-        messages.append({"role": message["role"], "content": message["content"]})
+        messages.append({"role": turn.role, "content": turn.content})  # other keys of a turn are not kept
     if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
         raise fail("the conversation must end with a non-empty user turn", "a final user message to answer")
     return messages

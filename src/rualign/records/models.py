@@ -105,14 +105,14 @@ class Judgment(Record):
     preference: Rate | None = Field(None, description="preference for the MODEL answer in [0, 1]; null = failure")
     verdict: Literal["model", "reference", "tie"] | None = None
     probs: dict[str, float] | None = Field(None, description='{"A", "B", "tie"} slot probabilities')
-    verdict_mass: float | None = Field(None, description="logprob mode: probability mass on the verdict letters")
+    verdict_mass: float | None = Field(None, description="logprob mode: probability on the verdict letters A/B/C "
+                                                         "(pointwise: on the score digits)")
     criteria: dict[str, Any] | None = None
     scores: dict[str, float] | None = Field(None, description='pointwise mode: {"model", "reference"} 1-9 scores')
     raw: str = Field("", description="the judge's raw answer (or its top logprobs as JSON)")
     error: str | None = None
     cached: bool = False
     identical: bool = Field(False, description="both answers the same text: a tie, never sent to the judge")
-    verdict_mass: float | None = Field(None, description="logprob mode: probability on the verdict letters A/B/C")
     usage: Usage = Field(default_factory=Usage)
 
     @field_validator("id", mode="before")
