@@ -6,6 +6,10 @@
 Each row is `rualign judge-check` (the normal judge path: cache, retries, both orders) with its own call cache
 in OUT/NAME.sqlite, so its time is its own. A row whose card already exists in OUT/NAME is only read again.
 
+`--cached-only` builds each card from its call cache alone, without starting a judge: a call that is not cached
+fails (and is counted as such on the card: `n` is the pairs judged in both orders), so an interrupted row still
+gives the card of the pairs it finished, and the `min_verdict_mass: 0` rows cost nothing.
+
 Seconds: `wall` is the judge-check's wall time; `active` sums the gaps between consecutive cached calls that
 are shorter than 60 s, so time a shared machine spent paused (other jobs measured, ours stopped) is left out.
 Both depend on load; accuracy, rates and mass do not. Also printed per logprob row: the accuracy had the free
@@ -17,6 +21,7 @@ calibration: an additive first-slot bias cancels exactly).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sqlite3
@@ -33,6 +38,11 @@ ROWS = {  # name: judge config (written to OUT/NAME.yaml, passed as --judge-conf
     "smol-verdict": {"model": "default", "mode": "verdict"},
     "smol-pointwise": {"model": "default", "mode": "pointwise"},
     "smol-pointwise-en": {"model": "default", "mode": "pointwise", "template": "judge_pointwise_en_v1"},
+    # The same cached calls read with min_verdict_mass 0: the free call's letters / digits renormalised whatever
+    # probability they carry (no constrained call, no new call: the free calls are in the base row's cache).
+    "smol-logprob-mass0": {"model": "default", "mode": "logprob", "min_verdict_mass": 0.0, "cache": "smol-logprob"},
+    "smol-pointwise-mass0": {"model": "default", "mode": "pointwise", "min_verdict_mass": 0.0,
+                             "cache": "smol-pointwise"},
     "gemma-logprob": {"model": "gemma3-270m", "mode": "logprob"},
     "gemma-pointwise": {"model": "gemma3-270m", "mode": "pointwise"},
 }
@@ -76,19 +86,60 @@ def renormalised(folder: Path) -> dict | None:
             "logit_hard": round(float(np.mean([1.0 if x > 0.5 else 0.0 if x < 0.5 else 0.5 for x in logit])), 4)}
 
 
-def run_row(name: str, config: dict, out: Path, gold: str) -> dict:
+class _CacheOnly:
+    """A judge backend that has nothing to say: every call not answered by the cache fails."""
+
+    def __init__(self, identity: str):
+        self.identity = identity
+
+    async def complete(self, messages, kind):
+        from rualign.eval.client import CallFailed
+
+        raise CallFailed("not in the call cache (--cached-only)")
+
+    def stats(self) -> dict:
+        return {"requests": 0, "retries": 0}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def cached_only_card(config: dict, gold: str, folder: Path, cache: Path) -> None:
+    """The card of `config` from `cache` alone, through the normal judge-check path (identity as llamacpp's)."""
+    from rualign.eval import judge as judge_mod
+    from rualign.eval.judge_check import run_judge_check
+    from rualign.eval.schema import JudgeConfig
+    from rualign.eval.server import resolve_gguf
+
+    cfg = JudgeConfig(backend="llamacpp", **config)
+    gguf = resolve_gguf(cfg.model)
+    identity = f"llamacpp:{gguf.name}:{gguf.stat().st_size}"  # as judge_backends.llamacpp_backend keys calls
+
+    @contextlib.contextmanager
+    def factory(_cfg):
+        yield lambda: _CacheOnly(identity)
+
+    judge_mod.backend_factory = factory
+    run_judge_check(gold, cfg, folder, cache_path=cache)
+
+
+def run_row(name: str, config: dict, out: Path, gold: str, cached_only: bool = False) -> dict:
     folder = out / name
     wall = None
-    if not (folder / "judge_card.json").exists():
+    config = dict(config)
+    cache = out / f"{config.pop('cache', name)}.sqlite"
+    if cached_only:
+        cached_only_card(config, gold, folder, cache)
+    elif not (folder / "judge_card.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         settings = out / f"{name}.yaml"
         settings.write_text(json.dumps({"backend": "llamacpp", **config}), encoding="utf-8")  # JSON is YAML
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "rualign", "judge-check", "--judge-config", str(settings), "--gold", gold,
-                        "--out", str(folder), "--cache", str(out / f"{name}.sqlite")], check=True)
+                        "--out", str(folder), "--cache", str(cache)], check=True)
         wall = round(time.perf_counter() - started)
     card = json.loads((folder / "judge_card.json").read_text(encoding="utf-8"))
-    return {"name": name, "card": card, "wall_s": wall, "active_s": active_seconds(out / f"{name}.sqlite"),
+    return {"name": name, "card": card, "wall_s": wall, "active_s": active_seconds(cache),
             "renormalised": renormalised(folder)}
 
 
@@ -112,8 +163,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", help=f"rows to run (default all): {', '.join(ROWS)}")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--gold", default="bundled:gold_ru")
+    parser.add_argument("--cached-only", action="store_true", help="cards from the call caches alone (no judge)")
     args = parser.parse_args(argv)
-    rows = [run_row(n, ROWS[n], args.out, args.gold) for n in (args.names or ROWS)]
+    rows = [run_row(n, ROWS[n], args.out, args.gold, args.cached_only) for n in (args.names or ROWS)]
     print(table(rows))
     for r in rows:
         if r["renormalised"]:
