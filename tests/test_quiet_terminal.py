@@ -62,3 +62,13 @@ def test_verbose_shows_library_output(tmp_path, tiny_model_dir):
     assert done.returncode == 0, done.stderr
     assert "'loss'" in done.stdout + done.stderr
     assert not list((tmp_path / "runs" / "_store").glob("*/*/stage.log"))
+
+
+def test_results_table_keeps_its_columns_when_piped(monkeypatch):
+    """Piped into a file, rich would assume 80 columns and drop the table's right-hand columns."""
+    from rualign.progress import results_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert results_console().width == 160  # pytest's stdout is not a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    assert results_console().width == 100  # the user's explicit width wins

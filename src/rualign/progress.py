@@ -44,6 +44,16 @@ def console() -> Console:
     return Console(file=screen(), quiet=quiet())
 
 
+def results_console() -> Console:
+    """The console results tables print to (stdout). Piped into a file or `tee`, rich would assume 80
+    columns and drop the right-hand columns of a wide table (at-cap share, loss, score): without a terminal
+    or an explicit COLUMNS it is given 160."""
+    plain = Console()
+    if plain.is_terminal or os.environ.get("COLUMNS"):
+        return plain
+    return Console(width=160)
+
+
 class MetricColumn(ProgressColumn):
     """The stage's key metric (loss, tokens/s, calls/s), set with `progress.update(task, metric=...)`."""
 

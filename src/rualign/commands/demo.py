@@ -114,7 +114,7 @@ def quick(experiments: list) -> list:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from rich.console import Console
+    from rualign.progress import results_console
 
     from rualign.commands.run import finish_report
     from rualign.errors import RualignError
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                            expected="an experiment YAML file" if args.config else "rualign/configs/demo.yaml "
                                     "inside the installed package",
                            hint=None if args.config else "reinstall rualign (the package data is missing)")
-    console = Console()
+    console = results_console()
     started = time.perf_counter()
     experiments = with_judge(load_experiments(config), args.judge)
     if args.quick:

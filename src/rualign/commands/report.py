@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rualign.progress import results_console
 
     from rualign.errors import RualignError
     from rualign.paths import out_folder, refuse_overlap
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overlap(args.run_dirs, files=[args.out / n for n in ("results.csv", "report.md", "report.html")],
                    trees=[args.out / "plots"])
     result = build_report(args.run_dirs, args.out, target=args.target)
-    console = Console()
+    console = results_console()
     print_table(result["rows"], console)
     for note in result["notes"]:
         console.print(f"note: {note}", markup=False, highlight=False)

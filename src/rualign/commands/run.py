@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rualign.progress import results_console
 
     from rualign.pipeline import plan_files, print_plan, run_plan
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise RualignError("--allow-missing only applies to --dry-run", path="--allow-missing")
     plan = plan_files(args.experiments, args.out, store=args.store, only=args.only, allow_missing=args.allow_missing,
                       judge=args.judge)
-    console = Console()
+    console = results_console()
     if args.dry_run:
         print_plan(plan, console)
         return 0
