@@ -1,8 +1,8 @@
 """`rualign demo`: the packaged demo experiment (rualign/configs/demo.yaml) end to end, offline, on the
 embedded default model and bundled samples.
 
-The base model, two SFT variants with different answer-length windows and SimPO on top of one of them,
-each answered, judged against the base model's answers by the embedded 135M judge under llama.cpp, then
+The base model, two SFT variants with different answer-length windows and a control (the short window's
+answers shuffled across prompts), each answered, judged against the base model's answers by the embedded 135M judge under llama.cpp, then
 the Table-4-style summary and report.html. A rerun reuses every finished stage.
 """
 
@@ -29,7 +29,7 @@ or run `rualign demo --judge configs/judge/vllm-qwen72b.yaml` (any judge SPEC wo
 openai:Qwen/Qwen2.5-72B-Instruct@http://localhost:8000/v1); configs/study/ has the study's full setup."""
 
 
-DEMO_GOLD_PAIRS = 16
+DEMO_GOLD_PAIRS = 8  # one per kind of flaw: the card's cost is ~5 s a pair on 2 cores
 
 
 def gold_subset(n: int, path: Path) -> Path:
@@ -74,7 +74,7 @@ def demo_config() -> Path:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the offline demo (base, 2 SFT variants, SimPO; judged) and build a report",
+        "demo", help="run the offline demo (base, 2 SFT variants, a control; judged) and build a report",
         description="Run the packaged demo experiment (rualign/configs/demo.yaml) end to end on the embedded "
                     "default model and the bundled samples "
                     "(offline, CPU, a few minutes), print the results table and write a report. Rerunning "
