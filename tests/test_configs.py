@@ -102,11 +102,11 @@ def test_study_data_windows_match_table_4(tmp_path):
 def test_demo_plan_shape(tmp_path):
     plan = build_plan(load_experiments(DEMO), tmp_path)
     names = [r.experiment.name for r in plan.runs]
-    assert names == ["base", "sft-short", "sft-long", "sft-simpo", "control"]
+    assert names == ["base", "sft-short", "sft-long", "control"]
     methods = {r.experiment.name: [s.method for s in r.experiment.stages] for r in plan.runs}
-    assert methods["sft-simpo"] == ["sft", "simpo"] and methods["base"] == []
+    assert methods["sft-long"] == ["sft"] and methods["base"] == []
     reference = plan.nodes[plan.runs[0].reference]
-    assert len(reference.used_by) == 5 and reference.id == plan.runs[0].answers
+    assert len(reference.used_by) == 4 and reference.id == plan.runs[0].answers
     control = [n for n in plan.nodes.values() if n.kind == "data" and "control" in n.used_by]
     assert len(control) == 1 and control[0].spec["recipe"].control == "shuffle_answers"
     assert all(r.experiment.eval.target == 150 and r.experiment.eval.heldout for r in plan.runs)
