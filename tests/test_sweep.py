@@ -172,6 +172,8 @@ length: {target: 4, tolerance: 100}
     assert main(["sweep", str(path), "--out", str(out)]) == 0
     rows = _trials(out)
     assert [r["status"] for r in rows] == ["complete"] * 3
+    # each stage a trial ran kept its library output (trainer dicts, warnings) in its own log, off the screen
+    assert len(list((out / "_store").glob("train/*/stage.log"))) == counted_nodes.count("train")
     lrs = [float(r["stages.sft.lr"]) for r in rows]
     assert counted_nodes.count("train") == len(set(lrs)) < 3
     assert counted_nodes.count("answers") == len(set(lrs)) + 1  # + the reference, answered once

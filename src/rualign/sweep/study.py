@@ -106,6 +106,7 @@ def execute_locked(plan, on_trained: Callable[[], None] | None = None, say: Call
     """Run every unfinished node (as pipeline.execute does) under a per-node lock; `on_trained` is called
     once every train node is finished, before generation (the pruning point)."""
     from rualign.pipeline.execute import RUNNERS
+    from rualign.progress import stage_log
 
     outcome: dict[str, str] = {}
     nodes = list(plan.nodes.values())
@@ -117,7 +118,8 @@ def execute_locked(plan, on_trained: Callable[[], None] | None = None, say: Call
             else:
                 say(f"  {node.label} {node.key}: running")
                 started = time.perf_counter()
-                RUNNERS[node.kind](node, plan)
+                with stage_log(node.folder / "stage.log"):  # library output off the screen, as in `rualign run`
+                    RUNNERS[node.kind](node, plan)
                 outcome[node.id] = "ran"
                 say(f"  {node.label} {node.key}: done in {time.perf_counter() - started:.1f}s")
         if index == last_train and on_trained is not None:
