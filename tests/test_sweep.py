@@ -306,3 +306,23 @@ def test_knowledge_as_objective_and_constraint(tmp_path, tiny_model_dir):
     assert [r["status"] for r in rows] == ["complete", "complete"]
     assert all(0 <= float(r["knowledge"]) <= 100 and r["feasible"] == "True" for r in rows)
     assert "best knowledge with knowledge >= 0" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_rualign_run_waits_for_a_node_another_process_holds(tmp_path, tiny_model_dir, counted_nodes):
+    """`rualign run` takes the same per-node lock as sweep workers: a node locked elsewhere is not run twice."""
+    import threading
+    import time
+
+    from rualign.pipeline import plan_files
+    from rualign.pipeline.execute import execute, node_lock
+
+    plan = plan_files([_experiment(tmp_path, tiny_model_dir)], tmp_path / "out")
+    first = next(iter(plan.nodes.values()))
+    done: dict = {}
+    with node_lock(first.folder):
+        worker = threading.Thread(target=lambda: done.update(execute(plan, say=lambda _: None)))
+        worker.start()
+        time.sleep(1.0)
+        assert counted_nodes == [] and worker.is_alive()  # waiting on the lock, nothing run
+    worker.join(timeout=300)
+    assert not worker.is_alive() and set(done.values()) == {"ran"} and len(counted_nodes) == len(plan.nodes)

@@ -17,7 +17,7 @@ from rualign.pipeline.plan import Node, Plan, RunPlan
 from rualign.paths import contained, remove_tree
 from rualign.progress import stage_log
 from rualign.records import RefLoss, RunInfo, StageInfo, write_ref_loss, write_run_info
-from rualign.runs import files_record, read_manifest, write_manifest
+from rualign.runs import file_lock, files_record, read_manifest, write_manifest
 
 
 def _say(message: str) -> None:
@@ -132,18 +132,24 @@ def execute(plan: Plan, say: Callable[[str], None] = _say) -> dict[str, str]:
     total = len(plan.nodes)
     for number, node in enumerate(plan.nodes.values(), start=1):
         where = f"[{number}/{total}] {node.label} {node.key}"
-        if node.finished():
-            outcome[node.id] = "cached"
-            say(f"{where}: cached")
-            continue
-        say(f"{where}: running (used by {', '.join(node.used_by)})")
-        started = time.perf_counter()
-        # Library output (trainer dicts, tqdm, warnings, llama.cpp) goes to the stage's own log file.
-        with stage_log(node.folder / "stage.log"):
-            RUNNERS[node.kind](node, plan)
-        outcome[node.id] = "ran"
-        say(f"{where}: done in {time.perf_counter() - started:.1f}s")
+        with node_lock(node.folder):  # a run and a sweep (or two runs) sharing a store never run a node twice
+            if node.finished():
+                outcome[node.id] = "cached"
+                say(f"{where}: cached")
+                continue
+            say(f"{where}: running (used by {', '.join(node.used_by)})")
+            started = time.perf_counter()
+            # Library output (trainer dicts, tqdm, warnings, llama.cpp) goes to the stage's own log file.
+            with stage_log(node.folder / "stage.log"):
+                RUNNERS[node.kind](node, plan)
+            outcome[node.id] = "ran"
+            say(f"{where}: done in {time.perf_counter() - started:.1f}s")
     return outcome
+
+
+def node_lock(folder: Path):
+    """One process per store node at a time: the second waits, then finds the node finished."""
+    return file_lock(folder.parent / f".{folder.name}.lock")
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -91,11 +91,6 @@ def counted(study) -> int:
     return sum(1 for t in trials if t.state.name in COUNTED or (t.state.name == "FAIL" and "error" in t.user_attrs))
 
 
-def node_lock(folder: Path):
-    """One worker per store node at a time (the second waits, then finds it finished)."""
-    return file_lock(folder.parent / f".{folder.name}.lock")
-
-
 def _say(message: str) -> None:
     from rualign.progress import console
 
@@ -105,7 +100,7 @@ def _say(message: str) -> None:
 def execute_locked(plan, on_trained: Callable[[], None] | None = None, say: Callable[[str], None] = _say) -> dict:
     """Run every unfinished node (as pipeline.execute does) under a per-node lock; `on_trained` is called
     once every train node is finished, before generation (the pruning point)."""
-    from rualign.pipeline.execute import RUNNERS
+    from rualign.pipeline.execute import RUNNERS, node_lock
     from rualign.progress import stage_log
 
     outcome: dict[str, str] = {}
