@@ -181,7 +181,7 @@ def _markdown(sweep: Sweep, rows: list[dict], columns: list[str], best: Any, how
     lines = [f"## Sweep `{sweep.study_name}`", "",
              f"Base experiment `{sweep.base_file}`; objective: {cfg.objective.direction} "
              f"`{cfg.objective.metric}`" + (f"; length target {sweep.target} ± {cfg.length.tolerance:g} tokens "
-                                            f"as a {cfg.length.as_}" if cfg.length else "")
+                                            f"as {'an' if cfg.length.as_ == 'objective' else 'a'} {cfg.length.as_}" if cfg.length else "")
              + "".join(f"; constraint {c.metric} " + " and ".join(f"{op} {v:g}" for op, v in
                                                                  ((">=", c.min), ("<=", c.max)) if v is not None)
                        for c in cfg.constraints)
@@ -222,7 +222,7 @@ def write_outputs(sweep: Sweep, study, out: Path) -> dict:
     plots: dict[str, str] = {}
     pareto = pareto_plot(sweep, study, out / "plots" / "pareto.png")
     if pareto:
-        plots["Pareto front: score against distance to the length target"] = "plots/pareto.png"
+        plots[f"Pareto front: {sweep.config.objective.metric} against distance to the length target"] = "plots/pareto.png"
     importance, note = importance_plot(sweep, study, out / "plots" / "importance.png")
     if importance:
         plots["parameter importance"] = "plots/importance.png"
