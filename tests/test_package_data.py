@@ -20,8 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the demo reads besides itself: every bundled: name in demo.yaml, as a file inside the package.
-DEMO_SAMPLES = ["rualign/data/samples/grandmaster.train.jsonl", "rualign/data/samples/saiga_preferences.jsonl",
-                "rualign/data/samples/eval_prompts.json", "rualign/eval/prompts/judge_pairwise_v1.yaml"]
+DEMO_SAMPLES = ["rualign/data/samples/grandmaster.train.jsonl", "rualign/data/samples/eval_prompts.json",
+                "rualign/eval/prompts/judge_pairwise_v1.yaml"]
 
 # Run in a fresh interpreter from the unpacked wheel: proves where rualign, the demo file and the samples
 # come from, then prints the demo's plan.
@@ -59,7 +59,7 @@ def test_demo_config_is_package_data():
     assert packaged.is_file() and demo_config() == Path(str(packaged))
     # Every bundled: name the demo uses is one of the files DEMO_SAMPLES expects in the wheel.
     names = _bundled_names(yaml.safe_load(packaged.read_text(encoding="utf-8")))
-    assert names == {"grandmaster", "saiga_preferences", "eval_prompts"}
+    assert names == {"grandmaster", "eval_prompts"}
     assert all(any(f"/{name}." in path for path in DEMO_SAMPLES) for name in names)
 
 
@@ -97,4 +97,4 @@ def test_demo_dry_run_from_the_unpacked_wheel(wheel, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     out = " ".join(done.stdout.split())
-    assert "5 experiment(s), 18 stage(s): 18 would run, 0 cached" in out  # base, 2 SFT, SimPO, control
+    assert "4 experiment(s), 14 stage(s): 14 would run, 0 cached" in out  # base, 2 SFT, control
