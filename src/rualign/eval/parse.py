@@ -19,6 +19,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 from rualign.eval.judge_reply import TopLogprob
 
@@ -52,15 +53,24 @@ def letter_distribution(top_logprobs: list[TopLogprob]) -> LetterDistribution:
 
     Every variant of a letter (" A", "A", "**A") adds to that letter; other tokens are ignored.
     """
-    mass = {slot: 0.0 for slot in SLOTS}
+    probs, mass = class_probabilities(top_logprobs, letter_of_token, SLOTS)
+    return LetterDistribution(probs, mass)
+
+
+def class_probabilities(top_logprobs: list[TopLogprob], classify: Callable[[str], Any],
+                        classes: Iterable[Any]) -> tuple[dict[Any, float] | None, float]:
+    """Probabilities of `classes` at one position (each token counted for the class `classify` gives it, tokens
+    of no class ignored), renormalised over the classes, and the raw mass on them (capped at 1); (None, 0.0)
+    when no listed token has a class. Shared by the verdict letters and the pointwise digits."""
+    mass = {name: 0.0 for name in classes}
     for entry in top_logprobs:
-        slot = letter_of_token(entry.token)
-        if slot is not None:
-            mass[slot] += math.exp(entry.logprob)
+        name = classify(entry.token)
+        if name is not None:
+            mass[name] += math.exp(entry.logprob)
     total = sum(mass.values())
     if total <= 0.0:
-        return LetterDistribution(None, 0.0)
-    return LetterDistribution({slot: mass[slot] / total for slot in SLOTS}, min(1.0, total))
+        return None, 0.0
+    return {name: p / total for name, p in mass.items()}, min(1.0, total)
 
 
 def letter_probs(top_logprobs: list[TopLogprob], min_mass: float = 0.0) -> dict[str, float] | None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from rualign.eval.cache import cache_key
 from rualign.eval.client import CallFailed
 from rualign.eval.judge_reply import JudgeReply, TopLogprob
+from rualign.eval.parse import class_probabilities
 from rualign.records import Usage
 
 DIGITS = "123456789"
@@ -80,15 +81,8 @@ class ScoreDistribution:
 def score_distribution(top_logprobs: list[TopLogprob]) -> ScoreDistribution:
     """Digit probabilities of one position ("7", " 7", "**7" all count for 7; other tokens are ignored), from a
     validated JudgeReply's top logprobs."""
-    mass = {d: 0.0 for d in range(1, 10)}
-    for entry in top_logprobs:
-        digit = digit_of_token(entry.token)
-        if digit is not None:
-            mass[digit] += math.exp(entry.logprob)
-    total = sum(mass.values())
-    if total <= 0.0:
-        return ScoreDistribution(None, 0.0)
-    return ScoreDistribution({d: p / total for d, p in mass.items()}, min(1.0, total))
+    probs, mass = class_probabilities(top_logprobs, digit_of_token, range(1, 10))
+    return ScoreDistribution(probs, mass)
 
 
 _WORDS = {"один": 1, "одна": 1, "два": 2, "две": 2, "три": 3, "четыре": 4, "пять": 5, "шесть": 6, "семь": 7,
