@@ -39,6 +39,18 @@ def _read_json(path: Path, expected: str) -> Any:
     return read_json(path, expected=expected)  # NaN/Infinity and non-UTF-8 are DataErrors naming the file
 
 
+def _read_record(model: type[Record], path: str | Path, name: str, expected: str) -> Any:
+    """One JSON hand-off file as its record, or a DataError naming the file and the field."""
+    path = Path(path)
+    return validated(model, _read_json(path, f"{name} of docs/formats.md"), path=path, what=name, expected=expected)
+
+
+def _write_record(path: str | Path, record: Record) -> None:
+    from rualign.runs import write_json
+
+    write_json(path, record.dump())
+
+
 def _check_answer_row(path: Path, number: int, row: Any, require_prompt: bool) -> None:
     if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("answer"), str):
         raise DataError("answer record lacks 'id' or a string 'answer'", path=path, line=number,
@@ -129,54 +141,39 @@ def read_score(path: str | Path) -> Score:
 
 
 def write_score(path: str | Path, score: Score) -> None:
-    from rualign.runs import write_json
-
-    write_json(path, score.dump())
+    _write_record(path, score)
 
 
 def read_ref_loss(path: str | Path) -> RefLoss:
-    path = Path(path)
-    return validated(RefLoss, _read_json(path, "ref_loss.json of docs/formats.md"), path=path, what="ref_loss.json",
-                     expected='{"ref_loss": float, "tokens": int, ...}')
+    return _read_record(RefLoss, path, "ref_loss.json", '{"ref_loss": float, "tokens": int, ...}')
 
 
 def write_ref_loss(path: str | Path, record: RefLoss) -> None:
-    from rualign.runs import write_json
-
-    write_json(path, record.dump())
+    _write_record(path, record)
 
 
 def read_knowledge(path: str | Path) -> KnowledgeResult:
-    path = Path(path)
-    return validated(KnowledgeResult, _read_json(path, "knowledge.json of docs/formats.md"), path=path,
-                     what="knowledge.json", expected='{"accuracy", "accuracy_norm", "n", "per_category", ...}')
+    return _read_record(KnowledgeResult, path, "knowledge.json",
+                        '{"accuracy", "accuracy_norm", "n", "per_category", ...}')
 
 
 def write_knowledge(path: str | Path, record: KnowledgeResult) -> None:
-    from rualign.runs import write_json
-
-    write_json(path, record.dump())
+    _write_record(path, record)
 
 
 def read_judge_card(path: str | Path) -> JudgeCard:
-    path = Path(path)
-    return validated(JudgeCard, _read_json(path, "judge_card.json of docs/formats.md"), path=path,
-                     what="judge_card.json", expected='{"accuracy", "validated", "reasons", "judge", "gold", ...}')
+    return _read_record(JudgeCard, path, "judge_card.json",
+                        '{"accuracy", "validated", "reasons", "judge", "gold", ...}')
 
 
 def write_judge_card(path: str | Path, card: JudgeCard) -> None:
-    from rualign.runs import write_json
-
-    write_json(path, card.dump())
+    _write_record(path, card)
 
 
 def read_run_info(path: str | Path) -> RunInfo:
-    path = Path(path)
-    return validated(RunInfo, _read_json(path, "run.json of docs/formats.md"), path=path, what="run.json",
-                     expected='{"name", "description", "stages": [{"name", "method", "data"}], ...}')
+    return _read_record(RunInfo, path, "run.json",
+                        '{"name", "description", "stages": [{"name", "method", "data"}], ...}')
 
 
 def write_run_info(path: str | Path, info: RunInfo) -> None:
-    from rualign.runs import write_json
-
-    write_json(path, info.dump())
+    _write_record(path, info)
