@@ -1,13 +1,16 @@
-"""llama.cpp judge throughput through the real judge path (run_judge, logprob mode, no cache hits) on the
-bundled GrandMaster test answers cut to demo length, one setup after another in one process:
-  q4_1:1  the packaged Q4_1 GGUF, one server with all cores (the previous demo judge)
-  q4_1:2  the packaged Q4_1 GGUF, two servers (slots) of one thread each
-  f16:2   the embedded judge as served now: its F16 copy, two slots
-Usage: python bench/bench_judge_slots.py PROMPTS [SETUP...]   (default: q4_1:1 q4_1:2 f16:2)"""
+"""llama.cpp judge throughput through the real judge path (run_judge, logprob mode with the constrained retry, no
+cache hits) on the bundled GrandMaster test answers cut to demo length, one setup after another in one process:
+  server-q4_1   the packaged Q4_1 GGUF behind llama-cpp-python's OpenAI server, all cores (the previous demo
+                judge; reached through the openai backend, constrain: grammar, one call at a time)
+  server-f16    the same server on the F16 copy
+  inproc-f16:N  the embedded judge as it runs now (llamacpp:default): the F16 copy in process, N slots
+Usage: python bench/bench_judge_slots.py PROMPTS [SETUP...]   (default: server-q4_1 server-f16 inproc-f16:2)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -15,8 +18,9 @@ from pathlib import Path
 
 from rualign.data.sources import bundled_path
 from rualign.eval.judge import run_judge
-from rualign.eval.schema import parse_judge_spec
-from rualign.models import default_gguf_path
+from rualign.eval.schema import JudgeConfig, parse_judge_spec
+from rualign.eval.server import LlamaServer
+from rualign.models import default_gguf_path, judge_gguf_path
 
 
 def answers(rows: list[dict], shift: int, path: Path) -> Path:
@@ -28,19 +32,31 @@ def answers(rows: list[dict], shift: int, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def judge_for(setup: str):
+    """The judge config of one setup; a server setup's server runs while the block does."""
+    engine, _, slots = setup.partition(":")
+    if engine == "inproc-f16":
+        yield parse_judge_spec("llamacpp:default").model_copy(update={"slots": int(slots or 2)})
+        return
+    gguf = default_gguf_path() if engine == "server-q4_1" else judge_gguf_path("default")
+    with LlamaServer(gguf, n_ctx=4096, threads=os.cpu_count()) as server:
+        yield JudgeConfig(backend="openai", base_url=server.base_url, model=server.model_id, constrain="grammar",
+                          concurrency=1, max_retries=0, timeout_s=600)
+
+
 def main() -> None:
-    n, setups = int(sys.argv[1]), sys.argv[2:] or ["q4_1:1", "q4_1:2", "f16:2"]
+    n, setups = int(sys.argv[1]), sys.argv[2:] or ["server-q4_1", "server-f16", "inproc-f16:2"]
     rows = [json.loads(line) for line in bundled_path("grandmaster", "test").open(encoding="utf-8")][:n]
     tmp = Path(tempfile.mkdtemp(prefix="bench-judge-slots-"))
     model, ref = answers(rows, 0, tmp / "model.jsonl"), answers(rows, 1, tmp / "ref.jsonl")
     for setup in setups:
-        weights, slots = setup.split(":")
-        spec = "llamacpp:default" if weights == "f16" else f"llamacpp:{default_gguf_path()}"
-        cfg = parse_judge_spec(spec).model_copy(update={"slots": int(slots)})
-        started = time.perf_counter()
-        run_judge(model, ref, cfg, tmp / f"out-{weights}-{slots}", cache_path=tmp / f"cache-{weights}-{slots}.sqlite")
-        seconds = time.perf_counter() - started
-        manifest = json.loads((tmp / f"out-{weights}-{slots}" / "manifest.json").read_text())
+        name = setup.replace(":", "-")
+        with judge_for(setup) as cfg:
+            started = time.perf_counter()
+            run_judge(model, ref, cfg, tmp / f"out-{name}", cache_path=tmp / f"cache-{name}.sqlite")
+            seconds = time.perf_counter() - started
+        manifest = json.loads((tmp / f"out-{name}" / "manifest.json").read_text())
         print(json.dumps({"setup": setup, "calls": manifest["calls"], "requests": manifest["client"]["requests"],
                           "prompt_tokens": manifest["client"]["prompt_tokens"], "seconds": round(seconds, 1),
                           "calls_per_s": round(manifest["calls"] / seconds, 3)}), flush=True)

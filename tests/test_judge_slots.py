@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from rualign.eval.judge_backends import SlotPool
 
 
@@ -43,24 +45,80 @@ def test_slot_pool_uses_every_slot_one_call_at_a_time():
     assert pool.stats() == {"slots": 3, "requests": 12, "retries": 0, "errors": {"timeout": 3}}
 
 
-def test_slot_servers_split_the_cores(monkeypatch):
-    from rualign.eval import server
+def test_llamacpp_slots_split_the_cores_and_are_closed(monkeypatch, tmp_path):
+    """cfg.slots in-process llama.cpp instances with cores/slots threads each, all freed on the way out, also
+    when the judging fails."""
+    from rualign.eval import judge_backends, llamacpp_local, server
+    from rualign.eval.schema import parse_judge_spec
 
-    monkeypatch.setattr(server.os, "cpu_count", lambda: 4)
-    made = []
+    made, closed = [], []
 
-    class Fake(server.LlamaServer):
-        def launch(self):
-            made.append(self.extra_args)
+    class Fake:
+        def __init__(self, gguf, *, n_ctx, threads, identity):
+            made.append((n_ctx, threads))
+            self.identity = identity
 
-        def _wait_ready(self):
-            pass
+        def close(self):
+            closed.append(self)
 
-        def stop(self):
-            pass
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(llamacpp_local, "LlamaSlot", Fake)
+    monkeypatch.setattr(server, "resolve_gguf", lambda model: gguf)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    cfg = parse_judge_spec(f"llamacpp:{gguf}").model_copy(update={"slots": 2, "n_ctx": 2048})
+    with pytest.raises(RuntimeError, match="boom"):
+        with judge_backends.llamacpp_backend(cfg) as make:
+            pool = make()
+            assert len(pool.slots) == 2 and pool.identity == "llamacpp:m.gguf:4"
+            raise RuntimeError("boom")
+    assert made == [(2048, 2), (2048, 2)] and len(closed) == 2
 
-    monkeypatch.setattr(server, "LlamaServer", Fake)
-    monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: object())
-    with server.llama_servers("/x.gguf", 2) as servers:
-        assert len(servers) == 2
-    assert made == [["--n_threads", "2", "--n_threads_batch", "2"]] * 2
+
+class LowMassSlot(FakeSlot):
+    """Puts almost nothing on the verdict letters, so every job makes a logprob call and then a constrained
+    call with the same prompt; records which prompts it was asked."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.asked: list[tuple[str, str]] = []
+
+    async def complete(self, messages, kind):
+        self.asked.append((messages[-1]["content"], kind))
+        await asyncio.sleep(0.01)
+        usage = {"prompt_tokens": 10, "completion_tokens": 1}
+        if kind == "constrained":
+            return {"text": "A", "top_logprobs": None, "usage": usage, "finish_reason": "length"}
+        top = [{"token": "В", "logprob": -0.01}, {"token": "A", "logprob": -6.0}]
+        return {"text": "В", "top_logprobs": top, "usage": usage, "finish_reason": "length"}
+
+
+def test_a_jobs_constrained_call_goes_to_the_slot_that_evaluated_its_prompt(monkeypatch, tmp_path, write_jsonl):
+    """The retry of a low-mass call asks the same prompt again: on the same slot it costs one token (the slot
+    keeps the evaluated prefix), on another the whole prompt. Every job's two calls land on one slot."""
+    import contextlib
+
+    from rualign.eval import judge as judge_mod
+    from rualign.eval.judge import run_judge
+    from rualign.eval.schema import JudgeConfig
+
+    monkeypatch.setenv("RUALIGN_HOME", str(tmp_path / "home"))
+    slots = [LowMassSlot("a"), LowMassSlot("b")]
+
+    @contextlib.contextmanager
+    def factory(config):
+        yield lambda: SlotPool(slots, "fake")
+    monkeypatch.setattr(judge_mod, "backend_factory", factory)
+    rows = lambda who: [{"id": f"p{i}", "prompt": f"Вопрос {i}", "answer": f"{who} {i}", "answer_tokens": 2}
+                        for i in range(6)]
+    config = JudgeConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m",
+                         cache=str(tmp_path / "c.sqlite"), constrain="grammar")
+    run_judge(write_jsonl("a.jsonl", rows("мой")), write_jsonl("r.jsonl", rows("эталон")), config, tmp_path / "o")
+    for slot in slots:
+        assert slot.max_busy <= 1
+        free = [prompt for prompt, kind in slot.asked if kind == "logprob"]
+        forced = [prompt for prompt, kind in slot.asked if kind == "constrained"]
+        assert sorted(free) == sorted(forced)  # each constrained call on the slot of its logprob call
+        # ... right after it: nothing else evaluated on the slot in between
+        assert all(slot.asked[i + 1] == (p, "constrained") for i, (p, k) in enumerate(slot.asked) if k == "logprob")
+    assert sum(len(slot.asked) for slot in slots) == 24 and all(slot.asked for slot in slots)

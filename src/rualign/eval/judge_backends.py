@@ -185,18 +185,28 @@ def local_backend(cfg: JudgeConfig) -> Iterator:
 
 @contextlib.contextmanager
 def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
-    """The server is started first and always stopped on the way out (normal exit, exception or Ctrl-C)."""
-    from rualign.eval.server import llama_servers, resolve_gguf
+    """The GGUF loaded in process, cfg.slots times with cores/slots threads each, calls to an idle slot
+    (eval/llamacpp_local.py says why not a server); the models are freed on the way out."""
+    import os
 
+    from rualign.errors import require
+    from rualign.eval.llamacpp_local import LlamaSlot, LlamaSlotBackend
+    from rualign.eval.server import resolve_gguf
+
+    require("llama_cpp", "demo", "The llamacpp judge")
     gguf = resolve_gguf(cfg.model)
-    # Keyed by the file, not the server's random local port: a restarted server gives the same verdicts.
+    # Keyed by the weights: the same GGUF gives the same verdicts whichever process serves it.
     identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
-    # Each llama-cpp-python server runs one request at a time (more in flight only queue up into timeouts):
-    # cfg.slots servers, cores/slots threads each, calls to an idle one.
-    args = {**_openai_args(cfg), "batch_size": 1}
-    with llama_servers(gguf, cfg.slots, n_ctx=cfg.n_ctx, start_timeout_s=cfg.server_start_timeout_s) as servers:
-        yield lambda: SlotPool([OpenAIBackend(cfg.model, base_url=s.base_url, served_model=s.model_id,
-                                              identity=identity, **args) for s in servers], identity)
+    threads = max(1, (os.cpu_count() or 1) // cfg.slots)
+    slots: list[LlamaSlot] = []
+    try:
+        for _ in range(cfg.slots):
+            slots.append(LlamaSlot(gguf, n_ctx=cfg.n_ctx, threads=threads, identity=identity))
+        params = lambda kind: request_params(cfg, kind)  # noqa: E731
+        yield lambda: SlotPool([LlamaSlotBackend(slot, params) for slot in slots], identity)
+    finally:
+        for slot in slots:
+            slot.close()
 
 
 def backend_factory(cfg: JudgeConfig):

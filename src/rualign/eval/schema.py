@@ -71,18 +71,17 @@ class JudgeConfig(Strict):
     # into a verdict (the letters are noise next to what the judge meant to write).
     min_verdict_mass: float = Field(0.5, ge=0, le=1)
     # ... such a call is then asked again with its first token constrained to A/B/C and scored by that letter.
-    # How (CONSTRAINTS): "grammar" (llama.cpp's server), "guided_choice" (vLLM < 0.12), "structured_outputs"
+    # How (CONSTRAINTS): "grammar" (llama.cpp), "guided_choice" (vLLM < 0.12), "structured_outputs"
     # (vLLM >= 0.10), "regex" (SGLang), "logit_bias" (OpenAI and servers that honour it; needs verdict_token_ids).
     # "auto": grammar for llamacpp, the logits themselves for local, logit_bias for openai when
     # verdict_token_ids is given; "off" leaves the call unparsed.
     constrain: Literal["auto", "grammar", "guided_choice", "structured_outputs", "regex", "logit_bias", "off"] = "auto"
     # Token ids of the verdict letters in the judge's tokenizer ({A: id, B: id, C: id}), for logit_bias.
     verdict_token_ids: dict[Literal["A", "B", "C"], int] | None = None
-    n_ctx: int = Field(4096, ge=512)  # llamacpp backend: context of the started server
-    # llamacpp backend: parallel slots = server processes, each with cores/slots threads; calls go to an idle
-    # one. llama-cpp-python's server evaluates one request at a time, so slots are processes (see server.py).
+    n_ctx: int = Field(4096, ge=512)  # llamacpp backend: context of each loaded instance
+    # llamacpp backend: parallel slots = model instances in this process (eval/llamacpp_local.py), each with
+    # cores/slots threads, one call at a time; calls go to an idle one.
     slots: int = Field(2, ge=1, le=16)
-    server_start_timeout_s: float = Field(120.0, gt=0)
     cache: str | None = None  # SQLite path; default $RUALIGN_HOME/judge_cache.sqlite
 
     @model_validator(mode="after")

@@ -140,20 +140,3 @@ class LlamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def llama_servers(gguf: str | Path, slots: int, *, n_ctx: int = 4096, start_timeout_s: float = 120.0):
-    """`slots` servers of one GGUF, started together, each with cores/slots threads; all stopped on exit."""
-    threads = max(1, (os.cpu_count() or 1) // slots)
-    servers = [LlamaServer(gguf, n_ctx=n_ctx, start_timeout_s=start_timeout_s, threads=threads)
-               for _ in range(slots)]
-    try:
-        for server in servers:
-            server.launch()
-        for server in servers:
-            server._wait_ready()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
