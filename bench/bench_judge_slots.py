@@ -1,7 +1,7 @@
 """llama.cpp judge throughput through the real judge path (run_judge, logprob mode with the constrained retry, no
 cache hits) on the bundled GrandMaster test answers cut to demo length, one setup after another in one process:
-  server-q4_1   the packaged Q4_1 GGUF behind llama-cpp-python's OpenAI server, all cores (the previous demo
-                judge; reached through the openai backend, constrain: grammar, one call at a time)
+  server-q4_1   the packaged Q4_1 GGUF behind llama-cpp-python's OpenAI server, all cores: the previous demo
+                judge, reached as its llamacpp backend did
   server-f16    the same server on the F16 copy
   inproc-f16:N  the embedded judge as it runs now (llamacpp:default): the F16 copy in process, N slots
 Usage: python bench/bench_judge_slots.py PROMPTS [SETUP...]   (default: server-q4_1 server-f16 inproc-f16:2)"""
@@ -16,9 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from unittest import mock
+
 from rualign.data.sources import bundled_path
+from rualign.eval import judge as judge_module
+from rualign.eval.endpoint import OpenAIBackend
 from rualign.eval.judge import run_judge
-from rualign.eval.schema import JudgeConfig, parse_judge_spec
+from rualign.eval.judge_backends import SlotPool, _openai_args
+from rualign.eval.schema import parse_judge_spec
 from rualign.eval.server import LlamaServer
 from rualign.models import default_gguf_path, judge_gguf_path
 
@@ -34,15 +39,25 @@ def answers(rows: list[dict], shift: int, path: Path) -> Path:
 
 @contextlib.contextmanager
 def judge_for(setup: str):
-    """The judge config of one setup; a server setup's server runs while the block does."""
+    """The judge config of one setup; a server setup's server runs while the block does, and the judge reaches
+    it as the previous llamacpp backend did: one OpenAIBackend (one request at a time) in a SlotPool, so a
+    job's constrained retry follows its logprob call on the server that still holds that prompt's prefix."""
     engine, _, slots = setup.partition(":")
     if engine == "inproc-f16":
         yield parse_judge_spec("llamacpp:default").model_copy(update={"slots": int(slots or 2)})
         return
     gguf = default_gguf_path() if engine == "server-q4_1" else judge_gguf_path("default")
-    with LlamaServer(gguf, n_ctx=4096, threads=os.cpu_count()) as server:
-        yield JudgeConfig(backend="openai", base_url=server.base_url, model=server.model_id, constrain="grammar",
-                          concurrency=1, max_retries=0, timeout_s=600)
+    cfg = parse_judge_spec(f"llamacpp:{gguf}")
+    identity = f"llamacpp:{gguf.name}:{gguf.stat().st_size}"
+
+    @contextlib.contextmanager
+    def served(config):
+        with LlamaServer(gguf, n_ctx=cfg.n_ctx, threads=os.cpu_count()) as server:
+            yield lambda: SlotPool([OpenAIBackend(cfg.model, base_url=server.base_url, served_model=server.model_id,
+                                                  identity=identity, **{**_openai_args(cfg), "batch_size": 1})],
+                                   identity)
+    with mock.patch.object(judge_module, "backend_factory", served):
+        yield cfg
 
 
 def main() -> None:
