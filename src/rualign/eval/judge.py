@@ -335,8 +335,14 @@ async def _judge_all(jobs: list[Job], make_backend, cfg: JudgeConfig, template: 
     with progress() as bar:  # the stage's live display: pairs judged, ETA, judge calls per second
         task, started = bar.add_task("judge", total=len(jobs), metric=""), time.perf_counter()
 
+        # At most `concurrency` jobs in flight, not every job at once: a job's second call (the constrained
+        # retry, or pointwise's other answer) then waits behind a few calls instead of behind every other job's
+        # first call, so a server that keeps the last prompt's prefix (llama.cpp) still has it.
+        in_flight = asyncio.Semaphore(cfg.concurrency)
+
         async def one(job: Job) -> Judgment:
-            row = await judge_job(run, job)
+            async with in_flight:
+                row = await judge_job(run, job)
             calls = backend.stats().get("requests", 0)
             bar.update(task, advance=1, metric=f"{calls / max(time.perf_counter() - started, 1e-9):.1f} calls/s")
             return row
