@@ -192,16 +192,24 @@ def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
     from rualign.errors import require
     from rualign.eval.llamacpp_local import LlamaSlot, LlamaSlotBackend
     from rualign.eval.server import resolve_gguf
+    from rualign.models import EMBEDDED
+    from rualign.runs import stable_hash
 
     require("llama_cpp", "demo", "The llamacpp judge")
     gguf = resolve_gguf(cfg.model)
-    # Keyed by the weights: the same GGUF gives the same verdicts whichever process serves it.
+    # Keyed by the weights: the same GGUF gives the same verdicts whichever process serves it; and by the chat
+    # template where rualign supplies one (an embedded model whose GGUF has none).
     identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
+    entry = EMBEDDED.get(cfg.model.strip().lower())
+    chat = {}
+    if entry is not None and entry.chat_template is not None:
+        chat = {"chat_template": entry.chat_template, "stop_token": entry.stop_token}
+        identity += f":template-{stable_hash(entry.chat_template, 8)}"
     threads = max(1, (os.cpu_count() or 1) // cfg.slots)
     slots: list[LlamaSlot] = []
     try:
         for _ in range(cfg.slots):
-            slots.append(LlamaSlot(gguf, n_ctx=cfg.n_ctx, threads=threads, identity=identity))
+            slots.append(LlamaSlot(gguf, n_ctx=cfg.n_ctx, threads=threads, identity=identity, **chat))
         params = lambda kind: request_params(cfg, kind)  # noqa: E731
         yield lambda: SlotPool([LlamaSlotBackend(slot, params) for slot in slots], identity)
     finally:

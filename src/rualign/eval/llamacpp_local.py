@@ -46,16 +46,37 @@ class _PromptOnly:
         raise _PromptCaptured(list(prompt))
 
 
+def _template_handler(llm, template: str, stop_token: str | None):
+    """A chat handler from a Jinja chat template (models.py's, without the `{% generation %}` markers that only
+    transformers knows), stopping at the end of the model's turn as well as at EOS. Without one, llama.cpp
+    falls back to Llama 2's [INST] format for a GGUF that has no template."""
+    from llama_cpp import llama_chat_format
+
+    def piece(token_id: int) -> str:
+        return llm.detokenize([token_id], special=True).decode("utf-8") if token_id != -1 else ""
+
+    plain = template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    stops = [llm.token_eos()]
+    if stop_token is not None:
+        stops += llm.tokenize(stop_token.encode(), add_bos=False, special=True)
+    return llama_chat_format.Jinja2ChatFormatter(template=plain, eos_token=piece(llm.token_eos()),
+                                                 bos_token=piece(llm.token_bos()),
+                                                 stop_token_ids=stops).to_chat_handler()
+
+
 class LlamaSlot:
     """One llama.cpp model instance answering one call at a time (asyncio lock; the work runs in a thread, and
     llama.cpp releases the GIL while it evaluates, so slots run in parallel on separate cores)."""
 
-    def __init__(self, gguf: str | Path, *, n_ctx: int, threads: int, identity: str):
+    def __init__(self, gguf: str | Path, *, n_ctx: int, threads: int, identity: str,
+                 chat_template: str | None = None, stop_token: str | None = None):
         import llama_cpp
 
         self.identity = identity
         self.llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                    logits_all=False, verbose=False)
+        if chat_template is not None:  # a GGUF without its own template (Gemma 3 270M base)
+            self.llm.chat_handler = _template_handler(self.llm, chat_template, stop_token)
         self._lock = asyncio.Lock()
         self._thread_lock = threading.Lock()
         self.requests = self.prompt_tokens_total = self.completion_tokens_total = 0
