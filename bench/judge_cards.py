@@ -107,13 +107,12 @@ class _CacheOnly:
 def cached_only_card(config: dict, gold: str, folder: Path, cache: Path) -> None:
     """The card of `config` from `cache` alone, through the normal judge-check path (identity as llamacpp's)."""
     from rualign.eval import judge as judge_mod
+    from rualign.eval.judge_backends import llamacpp_judge
     from rualign.eval.judge_check import run_judge_check
     from rualign.eval.schema import JudgeConfig
-    from rualign.eval.server import resolve_gguf
 
     cfg = JudgeConfig(backend="llamacpp", **config)
-    gguf = resolve_gguf(cfg.model)
-    identity = f"llamacpp:{gguf.name}:{gguf.stat().st_size}"  # as judge_backends.llamacpp_backend keys calls
+    _, identity, _ = llamacpp_judge(cfg.model)  # what the llamacpp backend keys its calls by
 
     @contextlib.contextmanager
     def factory(_cfg):

@@ -128,10 +128,23 @@ def test_card_on_handmade_rows():
             {"id": "b", "order": "model_first", "preference": 0.0, "error": None},
             {"id": "b", "order": "reference_first", "preference": None, "error": "api: down"}]
     card = judge_card.build_card([Judgment(**row) for row in rows], pairs)
-    assert card.accuracy == pytest.approx(0.375) and card.n == 2 and card.failed_pairs == 0
+    # b lost one order: a failed pair, not a pair scored from one order; its call still counts per call.
+    assert card.accuracy == pytest.approx(0.75) and card.n == 1 and card.failed_pairs == 1
     assert card.first_slot_rate == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-4)
     assert card.tie_rate == pytest.approx(1 / 3, abs=1e-4) and card.order_flip_rate == 0.0
-    assert card.length_bias.chosen_shorter.accuracy == 0.75
+    assert card.length_bias.chosen_shorter.accuracy == 0.75 and card.length_bias.chosen_longer.n == 0
+
+
+def test_a_pair_judged_in_one_order_does_not_carry_the_position_bias_into_accuracy():
+    """A judge that always picks slot A is at exactly 0.5 on pairs judged both ways; a pair whose
+    reference-first call failed would score 1.0 from its model-first call alone and lift the card to 0.75."""
+    pairs = [GoldPair(id=i, prompt="q", chosen="x", rejected="y", category="k") for i in ("a", "b")]
+    rows = [{"id": "a", "order": "model_first", "preference": 1.0},
+            {"id": "a", "order": "reference_first", "preference": 0.0},
+            {"id": "b", "order": "model_first", "preference": 1.0},
+            {"id": "b", "order": "reference_first", "preference": None, "error": "api: timeout"}]
+    card = judge_card.build_card([Judgment(**row) for row in rows], pairs)
+    assert card.accuracy == 0.5 and card.n == 1 and card.failed_pairs == 1 and card.first_slot_rate == 1.0
 
 
 def test_low_verdict_mass_calls_are_unparsed_and_the_card_unvalidated(tmp_path, fake_judge):

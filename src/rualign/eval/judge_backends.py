@@ -183,6 +183,24 @@ def local_backend(cfg: JudgeConfig) -> Iterator:
     yield lambda: LocalBackend(cfg)
 
 
+def llamacpp_judge(model: str) -> tuple[Path, str, dict]:
+    """A llamacpp judge model's GGUF, its identity (what its cached calls are keyed by) and the chat template
+    rualign supplies for it, if any (an embedded model whose GGUF has none)."""
+    from rualign.eval.server import resolve_gguf
+    from rualign.models import EMBEDDED
+    from rualign.runs import stable_hash
+
+    gguf = resolve_gguf(model)
+    # Keyed by the weights: the same GGUF gives the same verdicts whichever process serves it ...
+    identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
+    entry = EMBEDDED.get(model.strip().lower())
+    if entry is None or entry.chat_template is None:
+        return gguf, identity, {}
+    # ... and by the template where rualign supplies it.
+    return (gguf, f"{identity}:template-{stable_hash(entry.chat_template, 8)}",
+            {"chat_template": entry.chat_template, "stop_token": entry.stop_token})
+
+
 @contextlib.contextmanager
 def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
     """The GGUF loaded in process, cfg.slots times with cores/slots threads each, calls to an idle slot
@@ -191,20 +209,9 @@ def llamacpp_backend(cfg: JudgeConfig) -> Iterator:
 
     from rualign.errors import require
     from rualign.eval.llamacpp_local import LlamaSlot, LlamaSlotBackend
-    from rualign.eval.server import resolve_gguf
-    from rualign.models import EMBEDDED
-    from rualign.runs import stable_hash
 
     require("llama_cpp", "demo", "The llamacpp judge")
-    gguf = resolve_gguf(cfg.model)
-    # Keyed by the weights: the same GGUF gives the same verdicts whichever process serves it; and by the chat
-    # template where rualign supplies one (an embedded model whose GGUF has none).
-    identity = f"llamacpp:{Path(gguf).name}:{Path(gguf).stat().st_size}"
-    entry = EMBEDDED.get(cfg.model.strip().lower())
-    chat = {}
-    if entry is not None and entry.chat_template is not None:
-        chat = {"chat_template": entry.chat_template, "stop_token": entry.stop_token}
-        identity += f":template-{stable_hash(entry.chat_template, 8)}"
+    gguf, identity, chat = llamacpp_judge(cfg.model)
     threads = max(1, (os.cpu_count() or 1) // cfg.slots)
     slots: list[LlamaSlot] = []
     try:

@@ -4,7 +4,8 @@ A row is a judgments.jsonl row where the "model" answer is the gold `chosen` and
 so `preference` is directly the judge's preference for the better answer.
 
 - accuracy: mean over pairs of the mean preference for `chosen` over both orders (ties count ½), with a
-  percentile bootstrap CI over pairs. A judge that always picks slot A scores exactly 0.5.
+  percentile bootstrap CI over pairs. A judge that always picks slot A scores exactly 0.5. Only pairs judged
+  in both orders count (a pair with a failed order is a failed pair).
 - first_slot_rate: mean preference for whatever sat in slot A, over calls (0.5 = no position bias).
 - order_flip_rate: share of pairs judged in both orders whose two calls name opposite winners.
 - tie_rate: share of calls whose verdict is a tie.
@@ -72,7 +73,11 @@ def build_card(rows: list[Judgment], pairs: list[GoldPair], *, seed: int = 0) ->
     """The judge card (without the judge/gold identity, which the caller adds)."""
     rng = np.random.default_rng(seed)
     grouped = _per_pair(rows)
-    value = {pid: float(np.mean([r.preference for r in calls])) for pid, calls in grouped.items()}
+    # A pair is scored only when judged in both orders: one order alone carries the judge's position bias (a
+    # judge that always picks A scores 1 on a pair seen only with the better answer first). A pair with one
+    # order failed counts as failed; its other call still counts in the per-call rates below.
+    value = {pid: float(np.mean([r.preference for r in calls])) for pid, calls in grouped.items()
+             if {r.order for r in calls} >= {"model_first", "reference_first"}}
     calls = [r for rs in grouped.values() for r in rs]
     slot_a = [r.preference if r.order == "model_first" else 1 - r.preference for r in calls]
     both = [rs for rs in grouped.values() if len(rs) >= 2]

@@ -284,7 +284,7 @@ class JudgeCard(Record):
     accuracy: Rate | None = Field(None, description="mean preference for the better answer (0.5 = chance)")
     ci_low: Rate | None = None
     ci_high: Rate | None = None
-    n: Count = Field(0, description="pairs judged")
+    n: Count = Field(0, description="pairs judged in both orders")
     n_pairs: Count = Field(0, description="pairs in the gold set")
     failed_pairs: Count = 0
     first_slot_rate: Rate | None = Field(None, description="preference for slot A (0.5 = no position bias)")
