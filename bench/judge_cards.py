@@ -45,6 +45,10 @@ ROWS = {  # name: judge config (written to OUT/NAME.yaml, passed as --judge-conf
                              "cache": "smol-pointwise"},
     "gemma-logprob": {"model": "gemma3-270m", "mode": "logprob"},
     "gemma-pointwise": {"model": "gemma3-270m", "mode": "pointwise"},
+    "gemma-logprob-mass0": {"model": "gemma3-270m", "mode": "logprob", "min_verdict_mass": 0.0,
+                            "cache": "gemma-logprob"},
+    "gemma-pointwise-mass0": {"model": "gemma3-270m", "mode": "pointwise", "min_verdict_mass": 0.0,
+                              "cache": "gemma-pointwise"},
 }
 
 
