@@ -10,8 +10,8 @@ from rualign.records import DEFAULT_TARGET
 
 EPILOG = """\
 judge SPEC forms:
-  llamacpp:default            the embedded SmolLM2 GGUF under llama.cpp's server (started and stopped here)
-  llamacpp:/path/model.gguf   another GGUF under the same server
+  llamacpp:default            the embedded SmolLM2 GGUF under llama.cpp, in this process (`slots` copies)
+  llamacpp:/path/model.gguf   another GGUF the same way (llamacpp:gemma3-270m: the opt-in embedded Gemma)
   local:<model>               transformers in-process ('default', a folder, an HF id); logprob mode
   openai:<model>@<base_url>   any OpenAI-compatible endpoint (key from the env var named by api_key_env)
   judge.yaml                  keys: base_url, model, api_key_env, concurrency, requests_per_minute,
