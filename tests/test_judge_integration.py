@@ -24,7 +24,8 @@ PROMPTS = [
 
 def _write(tmp_path, name, model: bool, copies: int = 1):
     path = tmp_path / name
-    prompts = [(f"{pid}-{k}" if k else pid, prompt, good, bad)
+    # Copies get their own prompt text: judge calls are cached by content, so identical copies would be one call.
+    prompts = [(f"{pid}-{k}" if k else pid, f"{prompt} (вариант {k})" if k else prompt, good, bad)
                for k in range(copies) for pid, prompt, good, bad in PROMPTS]
     with open(path, "w", encoding="utf-8") as handle:
         for pid, prompt, good, bad in prompts:
@@ -114,7 +115,7 @@ def test_llamacpp_judge_interrupted_mid_run_keeps_its_finished_calls(tmp_path):
     import sys
     from pathlib import Path
 
-    # 600 judge calls: far more than any machine finishes before the SIGINT, however loaded it is.
+    # 600 distinct judge calls: far more than any machine finishes before the SIGINT, however loaded it is.
     answers, reference = _write(tmp_path, "a.jsonl", True, 100), _write(tmp_path, "r.jsonl", False, 100)
     cache = tmp_path / "c.sqlite"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
