@@ -119,9 +119,12 @@ def test_llamacpp_judge_interrupted_mid_run_keeps_its_finished_calls(tmp_path):
     answers, reference = _write(tmp_path, "a.jsonl", True, 100), _write(tmp_path, "r.jsonl", False, 100)
     cache = tmp_path / "c.sqlite"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    # SIGINT back to its default in the child: a shell runs background jobs with SIGINT ignored, and Python then
+    # never installs its KeyboardInterrupt handler, so under `ci/run &` the judge would not see Ctrl-C at all.
     proc = subprocess.Popen([sys.executable, "-m", "rualign", "judge", "--answers", str(answers), "--reference",
                              str(reference), "--judge", "llamacpp:default", "--cache", str(cache),
-                             "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+                             "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def cached_calls() -> int:
         try:
@@ -130,12 +133,17 @@ def test_llamacpp_judge_interrupted_mid_run_keeps_its_finished_calls(tmp_path):
         except sqlite3.Error:  # not created yet
             return 0
 
-    deadline = time.monotonic() + 120
-    while cached_calls() < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None and cached_calls() >= 2, "the judge never got going"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while cached_calls() < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None and cached_calls() >= 2, "the judge never got going"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:  # a failed check never leaves a judge running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130 and "interrupted" in err
     assert "Traceback" not in err
     assert _children(proc.pid) == []
