@@ -22,7 +22,7 @@ from rualign.data.sources import bundled_path
 from rualign.eval import judge as judge_module
 from rualign.eval.endpoint import OpenAIBackend
 from rualign.eval.judge import run_judge
-from rualign.eval.judge_backends import SlotPool, _openai_args
+from rualign.eval.judge_backends import SlotPool, _openai_args, llamacpp_judge
 from rualign.eval.schema import parse_judge_spec
 from rualign.eval.server import LlamaServer
 from rualign.models import default_gguf_path, judge_gguf_path
@@ -48,7 +48,7 @@ def judge_for(setup: str):
         return
     gguf = default_gguf_path() if engine == "server-q4_1" else judge_gguf_path("default")
     cfg = parse_judge_spec(f"llamacpp:{gguf}")
-    identity = f"llamacpp:{gguf.name}:{gguf.stat().st_size}"
+    _, identity, _ = llamacpp_judge(cfg.model)
 
     @contextlib.contextmanager
     def served(config):

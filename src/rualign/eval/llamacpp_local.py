@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rualign.eval.judge_backends import LOGPROB_KINDS  # answered from the last prompt token's logits
 from rualign.eval.judge_reply import JudgeReply, ReplyUsage, TopLogprob
 
 # Request fields llama-cpp-python's server drops before calling create_chat_completion (server/app.py).
 _SERVER_DROPS = {"n", "logit_bias_type", "user", "min_tokens"}
-# Call kinds answered from the last prompt token's logits (the others generate through the chat handler).
-LOGPROB_KINDS = ("logprob", "score")
 
 
 class _PromptCaptured(Exception):
@@ -65,8 +64,9 @@ def _template_handler(llm, template: str, stop_token: str | None):
 
 
 class LlamaSlot:
-    """One llama.cpp model instance answering one call at a time (asyncio lock; the work runs in a thread, and
-    llama.cpp releases the GIL while it evaluates, so slots run in parallel on separate cores)."""
+    """One llama.cpp model instance answering one call at a time (a lock: the work runs in a thread, and a
+    cancelled call's thread may still be evaluating). llama.cpp releases the GIL while it evaluates, so slots
+    run in parallel on separate cores."""
 
     def __init__(self, gguf: str | Path, *, n_ctx: int, threads: int, identity: str,
                  chat_template: str | None = None, stop_token: str | None = None):
@@ -77,8 +77,7 @@ class LlamaSlot:
                                    logits_all=False, verbose=False)
         if chat_template is not None:  # a GGUF without its own template (Gemma 3 270M base)
             self.llm.chat_handler = _template_handler(self.llm, chat_template, stop_token)
-        self._lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
+        self._lock = threading.Lock()
         self.requests = self.prompt_tokens_total = self.completion_tokens_total = 0
 
     # ------------------------------------------------------------------ prompt
@@ -102,12 +101,10 @@ class LlamaSlot:
     def _evaluate(self, tokens: list[int]) -> np.ndarray:
         """Evaluate `tokens`, reusing the longest prefix already in the KV cache (the judge template's long
         instruction part, or the whole prompt when a call is asked again), and return the last token's logits."""
+        from llama_cpp import Llama
+
         llm = self.llm
-        done = np.asarray(llm.input_ids[: llm.n_tokens])
-        new = np.asarray(tokens)
-        shared = min(len(done), len(new))
-        differ = np.flatnonzero(done[:shared] != new[:shared])
-        keep = int(differ[0]) if differ.size else shared
+        keep = Llama.longest_token_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
         llm.n_tokens = min(keep, len(tokens) - 1)  # at least one token evaluated: its logits are the answer
         llm.eval(tokens[llm.n_tokens:])
         return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
@@ -152,7 +149,8 @@ class LlamaSlot:
                                            completion_tokens=usage["completion_tokens"]))
 
     def _complete(self, messages: list[dict], kind: str, params: dict) -> JudgeReply:
-        with self._thread_lock:
+        with self._lock:
+            self.requests += 1
             if kind in LOGPROB_KINDS:
                 reply = self._top_logprobs(messages, int(params["top_logprobs"]))
             else:
@@ -162,9 +160,7 @@ class LlamaSlot:
         return reply
 
     async def complete(self, messages: list[dict], kind: str, params: dict) -> JudgeReply:
-        async with self._lock:
-            self.requests += 1
-            return await asyncio.to_thread(self._complete, messages, kind, params)
+        return await asyncio.to_thread(self._complete, messages, kind, params)
 
     def stats(self) -> dict:
         """The counters OpenAIBackend reports, so manifests read the same whichever engine judged."""

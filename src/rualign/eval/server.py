@@ -70,17 +70,14 @@ class LlamaServer:
         self.process: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="rualign-llamacpp-", suffix=".log", delete=False)
 
-    def launch(self) -> None:
-        """Start the process without waiting (llama_servers starts several, then waits for all)."""
+    def start(self) -> "LlamaServer":
+        """Start the process and wait until it answers."""
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), *self.extra_args]
         log.info("starting llama.cpp server: %s", " ".join(cmd))
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=preexec)
-
-    def start(self) -> "LlamaServer":
-        self.launch()
         self._wait_ready()
         return self
 
